@@ -1,0 +1,181 @@
+//! Wires the stages together: loads the config, binds every socket, builds the first
+//! route table, serves, reloads on request, and drains on shutdown.
+//!
+//! Sockets are bound by [`App::bind`] before anything is served (so tests can bind
+//! `127.0.0.1:0` and read the addresses back), then [`App::run`] serves until its stop
+//! token fires.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::routing::{RouteTable, Routes};
+use crate::{admin, listener, proxy};
+
+/// A configured proxy with its sockets bound, ready to [`run`](App::run).
+#[derive(Debug)]
+pub struct App {
+    listeners: Vec<TcpListener>,
+    admin: TcpListener,
+    reloader: Arc<Reloader>,
+}
+
+impl App {
+    /// Loads the config at `path` and binds the listeners and the admin listener.
+    pub async fn bind(path: &Path) -> anyhow::Result<App> {
+        let config = Config::load(path)?;
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let socket = TcpListener::bind(l.bind)
+                .await
+                .with_context(|| format!("cannot bind listener {:?} to {}", l.name, l.bind))?;
+            listeners.push(socket);
+        }
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot bind the admin listener to {}", config.admin.listen))?;
+        let routes = Routes::new(RouteTable::build(&config, None));
+        let reloader = Arc::new(Reloader {
+            path: path.to_owned(),
+            routes,
+            config: Mutex::new(config),
+            ready: AtomicBool::new(false),
+        });
+        Ok(App { listeners, admin, reloader })
+    }
+
+    /// The bound address of each listener, in config order.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    /// The reload handle (also used by the admin listener and SIGHUP).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        Arc::clone(&self.reloader)
+    }
+
+    /// Serves until `stop` fires, then stops accepting and waits up to the configured
+    /// shutdown timeout for in-flight requests to finish.
+    pub async fn run(self, stop: CancellationToken) {
+        let routes = self.reloader.routes.clone();
+        let shutdown_timeout = self.reloader.config().shutdown_timeout;
+        let mut serving = tokio::task::JoinSet::new();
+        for (index, socket) in self.listeners.into_iter().enumerate() {
+            let port = socket.local_addr().map_or(0, |a| a.port());
+            let proxy = Arc::new(proxy::Proxy::new(routes.clone(), index, port));
+            tracing::info!(listener = %routes.load().listener(index).name, addr = ?listener::http::local_addr(&socket), "listening");
+            serving.spawn(listener::http::serve(socket, proxy, routes.clone(), index, stop.clone()));
+        }
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(admin::serve(self.admin, Arc::clone(&self.reloader), admin_stop.clone()));
+        self.reloader.ready.store(true, Ordering::Relaxed);
+        stop.cancelled().await;
+        self.reloader.ready.store(false, Ordering::Relaxed);
+        tracing::info!(timeout = ?shutdown_timeout, "shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(shutdown_timeout, async {
+            while serving.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout reached with requests still in flight");
+        }
+        admin_stop.cancel();
+        let _ = admin.await; // the admin task only ends by cancellation
+    }
+}
+
+/// Re-reads the config file and swaps in a new route table.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    routes: Routes,
+    /// The config the current table was built from; reloads are serialised on it.
+    config: Mutex<Config>,
+    ready: AtomicBool,
+}
+
+/// Why a reload was refused; the running config stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file does not load or validate.
+    #[error("{0}")]
+    Invalid(#[from] config::Error),
+    /// The change needs a restart (listeners are bound once).
+    #[error("{0}")]
+    NeedsRestart(String),
+}
+
+impl ReloadError {
+    /// One line per problem.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ReloadError::Invalid(e) => e.problems.clone(),
+            ReloadError::NeedsRestart(p) => vec![p.clone()],
+        }
+    }
+}
+
+impl Reloader {
+    /// Loads the file again; if valid, builds and stores a new route table (targets,
+    /// their health and pools carry over). On error the running config stays.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let next = Config::load(&self.path)?;
+        for (i, (old, new)) in current.listeners.iter().zip(&next.listeners).enumerate() {
+            if old.name != new.name || old.bind != new.bind || old.protocol != new.protocol {
+                return Err(ReloadError::NeedsRestart(format!(
+                    "{}: listeners[{i}]: name, bind and protocol of a listener change only with a restart",
+                    self.path.display()
+                )));
+            }
+        }
+        if current.listeners.len() != next.listeners.len() || current.admin != next.admin {
+            return Err(ReloadError::NeedsRestart(format!(
+                "{}: adding or removing listeners, or moving the admin listener, needs a restart",
+                self.path.display()
+            )));
+        }
+        let table = RouteTable::build(&next, Some(&self.routes.load_full()));
+        self.routes.store(table);
+        *current = next;
+        Ok(())
+    }
+
+    /// Reloads and logs the outcome (for SIGHUP).
+    pub fn reload_and_log(&self) {
+        match self.reload() {
+            Ok(()) => tracing::info!(path = %self.path.display(), "config reloaded"),
+            Err(e) => {
+                for problem in e.problems() {
+                    tracing::error!("config reload rejected: {problem}");
+                }
+            }
+        }
+    }
+
+    /// The config currently in force.
+    pub fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The route table handle.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Whether the listeners are serving.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,30 @@
+//! Least outstanding requests: the eligible target with the fewest requests in flight;
+//! ties go to each target in turn, so an idle group is spread like round robin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::target::Target;
+
+pub(super) fn pick<'a>(targets: &'a [Arc<Target>], next: &AtomicUsize) -> Option<&'a Arc<Target>> {
+    let n = targets.len();
+    if n == 0 {
+        return None;
+    }
+    let start = next.fetch_add(1, Ordering::Relaxed);
+    let mut best: Option<(&Arc<Target>, usize)> = None;
+    for i in 0..n {
+        let t = &targets[start.wrapping_add(i) % n];
+        if !t.is_eligible() {
+            continue;
+        }
+        let load = t.in_flight();
+        if best.is_none_or(|(_, b)| load < b) {
+            best = Some((t, load));
+            if load == 0 {
+                break;
+            }
+        }
+    }
+    best.map(|(t, _)| t)
+}

@@ -1,0 +1,169 @@
+//! The serde mirror of the TOML file: every field optional or defaulted, values kept as
+//! the strings the user wrote, so validation can report each problem with its field.
+//!
+//! Unknown keys are not rejected here: [`super::load`] collects every one of them with
+//! `serde_ignored`, so they are all reported at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ConfigFile {
+    pub(crate) admin: Option<AdminFile>,
+    pub(crate) shutdown: Option<ShutdownFile>,
+    #[serde(default)]
+    pub(crate) listeners: Vec<ListenerFile>,
+    #[serde(default)]
+    pub(crate) target_groups: BTreeMap<String, TargetGroupFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AdminFile {
+    pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ShutdownFile {
+    pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListenerFile {
+    pub(crate) name: Option<String>,
+    pub(crate) bind: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) default_action: Option<ActionFile>,
+    #[serde(default)]
+    pub(crate) rules: Vec<RuleFile>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) desync_mitigation_mode: Option<String>,
+    pub(crate) max_header_bytes: Option<u64>,
+    pub(crate) max_headers: Option<u64>,
+    pub(crate) max_uri_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RuleFile {
+    pub(crate) priority: Option<i64>,
+    pub(crate) conditions: Option<ConditionsFile>,
+    pub(crate) action: Option<ActionFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ConditionsFile {
+    #[serde(default)]
+    pub(crate) host: Vec<String>,
+    #[serde(default)]
+    pub(crate) path: Vec<String>,
+    #[serde(default)]
+    pub(crate) http_header: Vec<HeaderConditionFile>,
+    #[serde(default)]
+    pub(crate) method: Vec<String>,
+    #[serde(default)]
+    pub(crate) query: Vec<QueryConditionFile>,
+    #[serde(default)]
+    pub(crate) source_ip: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct HeaderConditionFile {
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) values: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueryConditionFile {
+    pub(crate) key: Option<String>,
+    pub(crate) value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ActionFile {
+    pub(crate) forward: Option<ForwardFile>,
+    pub(crate) stickiness: Option<String>,
+    pub(crate) redirect: Option<RedirectFile>,
+    pub(crate) fixed_response: Option<FixedResponseFile>,
+}
+
+/// `forward = "group"` or `forward = [{ group = "a", weight = 90 }, ...]`.
+#[derive(Debug)]
+pub(crate) enum ForwardFile {
+    One(String),
+    Weighted(Vec<WeightedGroupFile>),
+}
+
+impl<'de> Deserialize<'de> for ForwardFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ForwardVisitor;
+        impl<'de> Visitor<'de> for ForwardVisitor {
+            type Value = ForwardFile;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a target group name or a list of { group, weight }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ForwardFile::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                // Delegating keeps the (serde_ignored-wrapped) access, so unknown keys
+                // inside the entries are still reported.
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(ForwardFile::Weighted)
+            }
+        }
+        deserializer.deserialize_any(ForwardVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WeightedGroupFile {
+    pub(crate) group: Option<String>,
+    pub(crate) weight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RedirectFile {
+    pub(crate) protocol: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) port: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) query: Option<String>,
+    pub(crate) status: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct FixedResponseFile {
+    pub(crate) status: Option<i64>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) body: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct TargetGroupFile {
+    pub(crate) algorithm: Option<String>,
+    pub(crate) protocol_version: Option<String>,
+    pub(crate) response_timeout: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) deregistration_delay: Option<String>,
+    pub(crate) stickiness: Option<StickinessFile>,
+    pub(crate) discovery: Option<DiscoveryFile>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StickinessFile {
+    #[serde(rename = "type")]
+    pub(crate) kind: Option<String>,
+    pub(crate) duration: Option<String>,
+    pub(crate) cookie_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DiscoveryFile {
+    #[serde(rename = "static")]
+    pub(crate) fixed: Option<Vec<String>>,
+    pub(crate) ecs: Option<de::IgnoredAny>,
+    pub(crate) cloud_map: Option<de::IgnoredAny>,
+}

@@ -1,0 +1,362 @@
+//! Configuration: the TOML file in, a validated [`Config`] out.
+//!
+//! `file.toml -> file::ConfigFile (serde mirror) -> Config (TryFrom, every problem at once)`.
+//! Errors name the file, the line and the field
+//! (`config/example.toml:42: listeners[0].rules[3].conditions.path: ...`). The rest of
+//! the crate only ever sees a validated [`Config`].
+
+mod file;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The admin listener.
+    pub admin: Admin,
+    /// How long SIGTERM waits for in-flight requests before exiting.
+    pub shutdown_timeout: Duration,
+    /// Listeners, in file order; their names are unique.
+    pub listeners: Vec<Listener>,
+    /// Target groups by name.
+    pub target_groups: BTreeMap<String, TargetGroup>,
+}
+
+/// The admin listener's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Address to bind (loopback by default).
+    pub listen: SocketAddr,
+}
+
+/// One listener: where to accept connections and how to route their requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    /// Unique name, used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// Protocol spoken to clients.
+    pub protocol: Protocol,
+    /// Rules, sorted by ascending priority.
+    pub rules: Vec<Rule>,
+    /// What to do when no rule matches.
+    pub default_action: Action,
+    /// A client connection with no bytes flowing for this long is closed.
+    pub idle_timeout: Duration,
+    /// How requests that could desynchronise HTTP/1 parsers are handled.
+    pub desync_mitigation_mode: DesyncMode,
+    /// Request size limits.
+    pub limits: Limits,
+}
+
+/// A listener's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge) in clear text on one port.
+    Http,
+}
+
+/// ALB's desync mitigation modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesyncMode {
+    /// Forward every request; only classify and log.
+    Monitor,
+    /// Block severe requests; forward ambiguous ones but close both connections.
+    Defensive,
+    /// Forward only compliant requests.
+    Strictest,
+}
+
+/// Limits on the request head; beyond them the request gets 414 or 431.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Limits {
+    /// Bytes of all header names and values together (431 beyond).
+    pub max_header_bytes: usize,
+    /// Number of header fields (431 beyond).
+    pub max_headers: usize,
+    /// Bytes of the request target (414 beyond).
+    pub max_uri_bytes: usize,
+}
+
+/// A listener rule: conditions AND-ed, values within a condition OR-ed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Lower is evaluated first; unique within a listener.
+    pub priority: u32,
+    /// What a request must match.
+    pub conditions: Conditions,
+    /// What happens to a matching request.
+    pub action: Action,
+}
+
+/// The conditions of a rule; an empty list means "not a condition".
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct Conditions {
+    /// Host header patterns (`*` and `?`, case-insensitive).
+    pub host: Vec<String>,
+    /// Path patterns (`*` and `?`, case-sensitive).
+    pub path: Vec<String>,
+    /// Header conditions, all of which must match.
+    pub http_header: Vec<HeaderCondition>,
+    /// Request methods.
+    #[serde(serialize_with = "serialize_methods")]
+    pub method: Vec<Method>,
+    /// Query-string key/value patterns.
+    pub query: Vec<QueryCondition>,
+    /// Client address ranges.
+    pub source_ip: Vec<IpNet>,
+}
+
+fn serialize_methods<S: serde::Serializer>(methods: &[Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(Method::as_str))
+}
+
+/// `http_header = [{ name = "x-env", values = ["prod*"] }]`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeaderCondition {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Value patterns (`*` and `?`, case-insensitive).
+    pub values: Vec<String>,
+}
+
+/// `query = [{ key = "version", value = "v1" }]`; a missing key matches any key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct QueryCondition {
+    /// Key pattern (`*` and `?`, case-insensitive), or any key.
+    pub key: Option<String>,
+    /// Value pattern (`*` and `?`, case-insensitive).
+    pub value: String,
+}
+
+/// What a rule (or a listener's default) does with a request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Forward to one group, or weighted across several.
+    Forward {
+        /// Groups and their weights (one group: weight 1).
+        groups: Vec<WeightedGroup>,
+        /// Group stickiness: keep a client on the group it was first sent to.
+        #[serde(with = "humantime_serde_opt")]
+        stickiness: Option<Duration>,
+    },
+    /// Redirect with ALB's `#{...}` placeholders.
+    Redirect(Redirect),
+    /// Answer directly.
+    FixedResponse(FixedResponse),
+}
+
+/// One group of a forward action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WeightedGroup {
+    /// Target group name.
+    pub group: String,
+    /// Relative weight (0 to 999).
+    pub weight: u32,
+}
+
+/// A redirect action; each part defaults to the request's own (`#{protocol}` etc.).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Redirect {
+    /// `http`, `https` or `#{protocol}`.
+    pub protocol: String,
+    /// Host, may use placeholders.
+    pub host: String,
+    /// Port, may use placeholders.
+    pub port: String,
+    /// Absolute path, may use placeholders.
+    pub path: String,
+    /// Query without the leading `?`, may use placeholders.
+    pub query: String,
+    /// 301 or 302.
+    pub status: u16,
+}
+
+/// A fixed-response action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FixedResponse {
+    /// Status code (2XX, 4XX or 5XX).
+    pub status: u16,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// Body (at most 1024 bytes, as on ALB).
+    pub body: String,
+}
+
+/// A target group: where targets come from and how one is picked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroup {
+    /// Unique name.
+    pub name: String,
+    /// How a target is picked for a request.
+    pub algorithm: Algorithm,
+    /// HTTP version spoken to targets.
+    pub protocol_version: ProtocolVersion,
+    /// A target that has not answered within this time gets the client a 504.
+    pub response_timeout: Duration,
+    /// A target not accepting a connection within this time gets the client a 502.
+    pub connect_timeout: Duration,
+    /// How long a removed target keeps finishing in-flight requests.
+    pub deregistration_delay: Duration,
+    /// Target stickiness.
+    pub stickiness: Option<Stickiness>,
+    /// Where the targets come from.
+    pub discovery: Discovery,
+}
+
+/// Balancing algorithms, as ALB names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Each eligible target in turn.
+    RoundRobin,
+    /// The eligible target with the fewest requests in flight.
+    LeastOutstandingRequests,
+    /// A random eligible target, in proportion to its weight.
+    WeightedRandom,
+}
+
+/// HTTP version used towards targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolVersion {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over clear text (prior knowledge).
+    Http2,
+}
+
+/// Target stickiness, by cookie.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stickiness {
+    /// The proxy's own `AWSALB` cookie.
+    LbCookie {
+        /// Cookie lifetime.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// Follow the application's cookie: while the target sets `cookie_name`, the
+    /// proxy keeps the client on it with an `AWSALBAPP-0` cookie.
+    AppCookie {
+        /// The application's cookie.
+        cookie_name: String,
+        /// Cookie lifetime.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+}
+
+/// Where a target group's targets come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A fixed list of addresses.
+    Static(Vec<SocketAddr>),
+}
+
+mod humantime_serde {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+mod humantime_serde_opt {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded: every problem found, each located.
+#[derive(Debug)]
+pub struct Error {
+    /// One line per problem: `file:line: field: message`.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(p)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    ///
+    /// On error, every problem found is returned, each with file, line and field.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error {
+            problems: vec![format!("{}: cannot read: {e}", path.display())],
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path` (used in error messages only).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Error> {
+        let source = locate::Source::new(PathBuf::from(path), text);
+        let mut problems = Vec::new();
+        let deserializer = match toml::de::Deserializer::parse(text) {
+            Ok(d) => d,
+            Err(e) => {
+                return Err(Error {
+                    problems: vec![source.render_toml_error(&e)],
+                })
+            }
+        };
+        let mut unknown = Vec::new();
+        let parsed: Result<file::ConfigFile, _> =
+            serde_ignored::deserialize(deserializer, |p| unknown.push(locate::segments(&p)));
+        for segments in unknown {
+            problems.push(source.render(&segments, "unknown field"));
+        }
+        let file = match parsed {
+            Ok(file) => file,
+            Err(e) => {
+                problems.push(source.render_toml_error(&e));
+                return Err(Error { problems });
+            }
+        };
+        match Config::try_from(file) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(Error { problems }),
+            Err(found) => {
+                problems.extend(found.into_iter().map(|p| source.render(&p.path, &p.message)));
+                Err(Error { problems })
+            }
+        }
+    }
+
+    /// The target group of this name.
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.get(name)
+    }
+}

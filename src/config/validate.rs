@@ -1,0 +1,490 @@
+//! `TryFrom<ConfigFile> for Config`: defaults filled in, every cross-check run, and every
+//! problem collected (with its field path) rather than stopping at the first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+use super::file::{
+    ActionFile, ConditionsFile, ConfigFile, DiscoveryFile, ForwardFile, ListenerFile, RuleFile,
+    StickinessFile, TargetGroupFile,
+};
+use super::locate::Segment;
+use super::{
+    Action, Admin, Algorithm, Conditions, Config, DesyncMode, Discovery, FixedResponse,
+    HeaderCondition, Limits, Listener, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
+    Stickiness, TargetGroup, WeightedGroup,
+};
+
+/// One problem, at one field.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub(crate) path: Vec<Segment>,
+    pub(crate) message: String,
+}
+
+/// Collects problems while walking the file; `at` scopes a field path.
+struct Check {
+    path: Vec<Segment>,
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    fn at<T>(&mut self, segment: Segment, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.path.push(segment);
+        let out = f(self);
+        self.path.pop();
+        out
+    }
+
+    fn key<T>(&mut self, key: &str, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.at(Segment::key(key), f)
+    }
+
+    fn fail(&mut self, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: self.path.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn fail_at(&mut self, key: &str, message: impl Into<String>) {
+        self.key(key, |c| c.fail(message));
+    }
+
+    fn required<'v, T>(&mut self, key: &str, value: &'v Option<T>) -> Option<&'v T> {
+        if value.is_none() {
+            self.fail_at(key, "missing (required)");
+        }
+        value.as_ref()
+    }
+
+    fn duration(&mut self, key: &str, value: &Option<String>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.fail_at(key, format!("invalid duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\""));
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.fail_at(key, format!("invalid address {value:?}; write ip:port, e.g. \"127.0.0.1:8080\""));
+                None
+            }
+        }
+    }
+
+    fn limit(&mut self, key: &str, value: Option<u64>, default: usize, range: (u64, u64)) -> usize {
+        match value {
+            None => default,
+            Some(v) if (range.0..=range.1).contains(&v) => v as usize,
+            Some(v) => {
+                self.fail_at(key, format!("{v} is out of range {}..={}", range.0, range.1));
+                default
+            }
+        }
+    }
+
+    fn one_of<T: Copy>(&mut self, key: &str, value: &Option<String>, default: T, choices: &[(&str, T)]) -> T {
+        let Some(text) = value else { return default };
+        if let Some((_, v)) = choices.iter().find(|(name, _)| name == text) {
+            return *v;
+        }
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        self.fail_at(key, format!("unknown value {text:?}; expected one of {}", names.join(", ")));
+        default
+    }
+}
+
+/// ALB's limits on the request head.
+const DEFAULT_LIMITS: Limits = Limits {
+    max_header_bytes: 64 * 1024,
+    max_headers: 100,
+    max_uri_bytes: 16 * 1024,
+};
+
+impl TryFrom<ConfigFile> for super::Config {
+    type Error = Vec<Problem>;
+
+    fn try_from(file: ConfigFile) -> Result<Self, Self::Error> {
+        let mut c = Check {
+            path: Vec::new(),
+            problems: Vec::new(),
+        };
+        let admin = c.key("admin", |c| {
+            let listen = file.admin.as_ref().and_then(|a| a.listen.as_deref()).unwrap_or("127.0.0.1:9901");
+            Admin {
+                listen: c.socket_addr("listen", listen).unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
+            }
+        });
+        let shutdown_timeout = c.key("shutdown", |c| {
+            let timeout = file.shutdown.as_ref().and_then(|s| s.timeout.clone());
+            c.duration("timeout", &timeout, Duration::from_secs(30))
+        });
+        let target_groups: BTreeMap<String, TargetGroup> = c.key("target_groups", |c| {
+            file.target_groups
+                .iter()
+                .map(|(name, group)| (name.clone(), c.key(name, |c| target_group(c, name, group))))
+                .collect()
+        });
+        if file.listeners.is_empty() {
+            c.fail_at("listeners", "at least one [[listeners]] is required");
+        }
+        let listeners: Vec<Listener> = c.key("listeners", |c| {
+            file.listeners
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| c.at(Segment::Index(i), |c| listener(c, l, &target_groups)))
+                .collect()
+        });
+        let mut names = HashSet::new();
+        let mut binds = HashSet::new();
+        for (i, l) in listeners.iter().enumerate() {
+            if !names.insert(l.name.clone()) {
+                c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("name", format!("duplicate listener name {:?}", l.name))));
+            }
+            if !binds.insert(l.bind) || l.bind == admin.listen {
+                c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("bind", format!("address {} is already used by another listener", l.bind))));
+            }
+        }
+        if c.problems.is_empty() {
+            Ok(Config { admin, shutdown_timeout, listeners, target_groups })
+        } else {
+            Err(c.problems)
+        }
+    }
+}
+
+fn listener(c: &mut Check, l: &ListenerFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Listener> {
+    let name = c.required("name", &l.name).cloned();
+    let bind = c.required("bind", &l.bind).and_then(|b| c.socket_addr("bind", b));
+    let protocol = c.one_of("protocol", &l.protocol, Protocol::Http, &[("http", Protocol::Http)]);
+    if let Some(p @ ("https" | "tcp" | "tls")) = l.protocol.as_deref() {
+        c.problems.pop();
+        c.fail_at("protocol", format!("{p:?} listeners are not supported by this build yet; use \"http\""));
+    }
+    let default_action = c.required("default_action", &l.default_action).and_then(|a| c.key("default_action", |c| action(c, a, groups)));
+    let mut priorities = HashSet::new();
+    let mut rules: Vec<Rule> = c.key("rules", |c| {
+        l.rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| c.at(Segment::Index(i), |c| {
+                let rule = rule(c, r, groups)?;
+                if !priorities.insert(rule.priority) {
+                    c.fail_at("priority", format!("priority {} is used by another rule of this listener", rule.priority));
+                }
+                Some(rule)
+            }))
+            .collect()
+    });
+    rules.sort_by_key(|r| r.priority);
+    let idle_timeout = c.duration("idle_timeout", &l.idle_timeout, Duration::from_secs(60));
+    let desync_mitigation_mode = c.one_of(
+        "desync_mitigation_mode",
+        &l.desync_mitigation_mode,
+        DesyncMode::Defensive,
+        &[("monitor", DesyncMode::Monitor), ("defensive", DesyncMode::Defensive), ("strictest", DesyncMode::Strictest)],
+    );
+    let limits = Limits {
+        max_header_bytes: c.limit("max_header_bytes", l.max_header_bytes, DEFAULT_LIMITS.max_header_bytes, (1024, 1 << 20)),
+        max_headers: c.limit("max_headers", l.max_headers, DEFAULT_LIMITS.max_headers, (1, 1000)),
+        max_uri_bytes: c.limit("max_uri_bytes", l.max_uri_bytes, DEFAULT_LIMITS.max_uri_bytes, (64, 1 << 20)),
+    };
+    Some(Listener {
+        name: name?,
+        bind: bind?,
+        protocol,
+        rules,
+        default_action: default_action?,
+        idle_timeout,
+        desync_mitigation_mode,
+        limits,
+    })
+}
+
+fn rule(c: &mut Check, r: &RuleFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Rule> {
+    let priority = c.required("priority", &r.priority).and_then(|&p| {
+        if (1..=50_000).contains(&p) {
+            Some(p as u32)
+        } else {
+            c.fail_at("priority", format!("{p} is out of range 1..=50000"));
+            None
+        }
+    });
+    let conditions = match &r.conditions {
+        Some(conds) => c.key("conditions", |c| conditions(c, conds)),
+        None => {
+            c.fail_at("conditions", "missing (required): a rule needs at least one condition");
+            None
+        }
+    };
+    let action = c.required("action", &r.action).and_then(|a| c.key("action", |c| action(c, a, groups)));
+    Some(Rule { priority: priority?, conditions: conditions?, action: action? })
+}
+
+fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
+    let before = c.problems.len();
+    let mut out = Conditions::default();
+    if f.host.is_empty() && f.path.is_empty() && f.http_header.is_empty() && f.method.is_empty() && f.query.is_empty() && f.source_ip.is_empty() {
+        c.fail("at least one of host, path, http_header, method, query, source_ip is required");
+    }
+    c.key("host", |c| {
+        for (i, h) in f.host.iter().enumerate() {
+            if h.is_empty() || h.len() > 128 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*?:".contains(&b)) {
+                c.at(Segment::Index(i), |c| c.fail(format!("invalid host pattern {h:?}: up to 128 of a-z, A-Z, 0-9, - . * ?")));
+            }
+        }
+        out.host = f.host.clone();
+    });
+    c.key("path", |c| {
+        for (i, p) in f.path.iter().enumerate() {
+            if !p.starts_with('/') && !p.starts_with('*') {
+                c.at(Segment::Index(i), |c| c.fail(format!("invalid path pattern {p:?}: must start with / (or *)")));
+            } else if p.len() > 128 || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                c.at(Segment::Index(i), |c| c.fail(format!("invalid path pattern {p:?}: up to 128 printable characters, no spaces")));
+            }
+        }
+        out.path = f.path.clone();
+    });
+    c.key("http_header", |c| {
+        for (i, h) in f.http_header.iter().enumerate() {
+            c.at(Segment::Index(i), |c| {
+                let name = c.required("name", &h.name);
+                if let Some(name) = name {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        c.fail_at("name", format!("invalid header name {name:?}"));
+                    }
+                }
+                if h.values.is_empty() {
+                    c.fail_at("values", "at least one value is required");
+                }
+                if let Some(name) = name {
+                    out.http_header.push(HeaderCondition { name: name.to_ascii_lowercase(), values: h.values.clone() });
+                }
+            });
+        }
+    });
+    c.key("method", |c| {
+        for (i, m) in f.method.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
+                c.at(Segment::Index(i), |c| c.fail(format!("invalid method {m:?}: upper-case letters, - and _")));
+            } else if let Ok(method) = Method::from_bytes(m.as_bytes()) {
+                out.method.push(method);
+            }
+        }
+    });
+    c.key("query", |c| {
+        for (i, q) in f.query.iter().enumerate() {
+            c.at(Segment::Index(i), |c| {
+                if let Some(value) = c.required("value", &q.value) {
+                    out.query.push(QueryCondition { key: q.key.clone(), value: value.clone() });
+                }
+            });
+        }
+    });
+    c.key("source_ip", |c| {
+        for (i, s) in f.source_ip.iter().enumerate() {
+            match s.parse::<IpNet>() {
+                Ok(net) => out.source_ip.push(net.trunc()),
+                Err(_) => c.at(Segment::Index(i), |c| c.fail(format!("invalid CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"::1/128\""))),
+            }
+        }
+    });
+    (c.problems.len() == before).then_some(out)
+}
+
+fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Action> {
+    let kinds = [a.forward.is_some(), a.redirect.is_some(), a.fixed_response.is_some()].into_iter().filter(|&k| k).count();
+    if kinds != 1 {
+        c.fail("exactly one of forward, redirect, fixed_response is required");
+        return None;
+    }
+    if a.stickiness.is_some() && a.forward.is_none() {
+        c.fail_at("stickiness", "only a forward action has group stickiness");
+    }
+    if let Some(forward) = &a.forward {
+        let stickiness = a.stickiness.as_ref().map(|_| c.duration("stickiness", &a.stickiness, Duration::ZERO));
+        let known = |c: &mut Check, name: &str| {
+            if !groups.contains_key(name) {
+                c.fail(format!("unknown target group {name:?}; defined: {}", groups.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+        };
+        let groups_out = c.key("forward", |c| match forward {
+            ForwardFile::One(name) => {
+                known(c, name);
+                vec![WeightedGroup { group: name.clone(), weight: 1 }]
+            }
+            ForwardFile::Weighted(list) => {
+                if list.is_empty() || list.len() > 5 {
+                    c.fail("list 1 to 5 target groups");
+                }
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| c.at(Segment::Index(i), |c| {
+                        let group = c.required("group", &w.group)?;
+                        c.key("group", |c| known(c, group));
+                        let weight = w.weight.unwrap_or(1);
+                        if !(0..=999).contains(&weight) {
+                            c.fail_at("weight", format!("{weight} is out of range 0..=999"));
+                        }
+                        Some(WeightedGroup { group: group.clone(), weight: weight.clamp(0, 999) as u32 })
+                    }))
+                    .collect()
+            }
+        });
+        if !groups_out.is_empty() && groups_out.iter().all(|g| g.weight == 0) {
+            c.fail_at("forward", "at least one weight must be above 0");
+        }
+        return Some(Action::Forward { groups: groups_out, stickiness });
+    }
+    if let Some(r) = &a.redirect {
+        return c.key("redirect", |c| {
+            let protocol = r.protocol.clone().unwrap_or_else(|| "#{protocol}".into());
+            if !["http", "https", "HTTP", "HTTPS", "#{protocol}"].contains(&protocol.as_str()) {
+                c.fail_at("protocol", format!("invalid protocol {protocol:?}: http, https or #{{protocol}}"));
+            }
+            let path = r.path.clone().unwrap_or_else(|| "/#{path}".into());
+            if !path.starts_with('/') {
+                c.fail_at("path", format!("invalid path {path:?}: must start with /"));
+            }
+            let status = r.status.unwrap_or(301);
+            if status != 301 && status != 302 {
+                c.fail_at("status", format!("{status} is not a redirect status: 301 or 302"));
+            }
+            Some(Action::Redirect(Redirect {
+                protocol: protocol.to_ascii_lowercase().replace("#{protocol}", "#{protocol}"),
+                host: r.host.clone().unwrap_or_else(|| "#{host}".into()),
+                port: r.port.clone().unwrap_or_else(|| "#{port}".into()),
+                path,
+                query: r.query.clone().unwrap_or_else(|| "#{query}".into()),
+                status: status as u16,
+            }))
+        });
+    }
+    let f = a.fixed_response.as_ref()?;
+    c.key("fixed_response", |c| {
+        let status = c.required("status", &f.status).copied().unwrap_or(200);
+        if !(200..=299).contains(&status) && !(400..=599).contains(&status) {
+            c.fail_at("status", format!("{status} is not a 2XX, 4XX or 5XX status"));
+        }
+        let body = f.body.clone().unwrap_or_default();
+        if body.len() > 1024 {
+            c.fail_at("body", format!("{} bytes; at most 1024", body.len()));
+        }
+        let content_type = f.content_type.clone().unwrap_or_else(|| "text/plain".into());
+        if http::HeaderValue::from_str(&content_type).is_err() {
+            c.fail_at("content_type", format!("invalid content type {content_type:?}"));
+        }
+        Some(Action::FixedResponse(FixedResponse { status: status.clamp(200, 599) as u16, content_type, body }))
+    })
+}
+
+fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
+    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        c.fail(format!("invalid target group name {name:?}: up to 32 of a-z, A-Z, 0-9, - and _"));
+    }
+    let algorithm = c.one_of(
+        "algorithm",
+        &g.algorithm,
+        Algorithm::RoundRobin,
+        &[
+            ("round_robin", Algorithm::RoundRobin),
+            ("least_outstanding_requests", Algorithm::LeastOutstandingRequests),
+            ("weighted_random", Algorithm::WeightedRandom),
+        ],
+    );
+    let protocol_version = c.one_of(
+        "protocol_version",
+        &g.protocol_version,
+        ProtocolVersion::Http1,
+        &[("http1", ProtocolVersion::Http1), ("http2", ProtocolVersion::Http2)],
+    );
+    let response_timeout = c.duration("response_timeout", &g.response_timeout, Duration::from_secs(60));
+    let connect_timeout = c.duration("connect_timeout", &g.connect_timeout, Duration::from_secs(10));
+    let deregistration_delay = c.duration("deregistration_delay", &g.deregistration_delay, Duration::from_secs(300));
+    let stickiness = g.stickiness.as_ref().and_then(|s| c.key("stickiness", |c| stickiness(c, s)));
+    let discovery = c.key("discovery", |c| discovery(c, g.discovery.as_ref()));
+    TargetGroup {
+        name: name.to_owned(),
+        algorithm,
+        protocol_version,
+        response_timeout,
+        connect_timeout,
+        deregistration_delay,
+        stickiness,
+        discovery,
+    }
+}
+
+fn stickiness(c: &mut Check, s: &StickinessFile) -> Option<Stickiness> {
+    let duration = c.duration("duration", &s.duration, Duration::from_secs(86_400));
+    if duration < Duration::from_secs(1) || duration > Duration::from_secs(7 * 86_400) {
+        c.fail_at("duration", "must be between 1s and 7d");
+    }
+    match s.kind.as_deref() {
+        Some("lb_cookie") => {
+            if s.cookie_name.is_some() {
+                c.fail_at("cookie_name", "only app_cookie stickiness names a cookie");
+            }
+            Some(Stickiness::LbCookie { duration })
+        }
+        Some("app_cookie") => {
+            let name = c.required("cookie_name", &s.cookie_name)?;
+            let reserved = ["AWSALB", "AWSALBAPP", "AWSALBTG"].iter().any(|r| name.starts_with(r));
+            if name.is_empty() || reserved || !name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
+                c.fail_at("cookie_name", format!("invalid cookie name {name:?} (AWSALB* names are reserved)"));
+            }
+            Some(Stickiness::AppCookie { cookie_name: name.clone(), duration })
+        }
+        Some(other) => {
+            c.fail_at("type", format!("unknown value {other:?}; expected one of lb_cookie, app_cookie"));
+            None
+        }
+        None => {
+            c.fail_at("type", "missing (required): lb_cookie or app_cookie");
+            None
+        }
+    }
+}
+
+fn discovery(c: &mut Check, d: Option<&DiscoveryFile>) -> Discovery {
+    let Some(d) = d else {
+        c.fail("missing (required): e.g. discovery = { static = [\"127.0.0.1:3000\"] }");
+        return Discovery::Static(Vec::new());
+    };
+    if d.ecs.is_some() {
+        c.fail_at("ecs", "ecs discovery is not supported by this build yet; use static");
+    }
+    if d.cloud_map.is_some() {
+        c.fail_at("cloud_map", "cloud_map discovery is not supported by this build yet; use static");
+    }
+    let Some(list) = &d.fixed else {
+        if d.ecs.is_none() && d.cloud_map.is_none() {
+            c.fail("one discovery source is required: static");
+        }
+        return Discovery::Static(Vec::new());
+    };
+    let addrs = c.key("static", |c| {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, a)| c.at(Segment::Index(i), |c| match a.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    c.fail(format!("invalid address {a:?}; write ip:port, e.g. \"127.0.0.1:3000\""));
+                    None
+                }
+            }))
+            .collect()
+    });
+    Discovery::Static(addrs)
+}

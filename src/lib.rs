@@ -1,0 +1,29 @@
+//! ecslb: an ECS-aware load-balancer proxy with ALB semantics.
+//!
+//! # Layout
+//! Data flows through the modules in this order:
+//!
+//! - [`config`]: the TOML file, parsed and validated into a typed [`config::Config`]
+//!   (every problem reported at once, with file, line and field).
+//! - [`target`]: [`target::Target`]s (one `ip:port`, with atomic health and in-flight
+//!   count) and the [`target::TargetSet`] of a target group at one instant.
+//! - [`balance`]: a [`balance::Balancer`] built from a target set picks a target per request.
+//! - [`routing`]: the compiled [`routing::RouteTable`] (listener rules, actions, target
+//!   groups), swapped whole in one `ArcSwap` on every change; requests read it lock-free.
+//! - [`listener`]: accepts connections (HTTP/1.1 and HTTP/2) and serves them with [`proxy`].
+//! - [`proxy`]: the one L7 request path: route, pick, forward, stream the response back.
+//! - [`upstream`]: pooled keep-alive clients to targets (HTTP/1.1 or HTTP/2).
+//! - [`admin`]: the admin listener (`/healthz`, `/ready`, `/v1/routes`, `/v1/targets`,
+//!   `POST /v1/reload`).
+//! - [`app`]: wires the stages together, owns reload and graceful shutdown.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod listener;
+pub mod proxy;
+pub mod routing;
+pub mod shutdown;
+pub mod target;
+pub mod upstream;

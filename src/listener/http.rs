@@ -1,0 +1,104 @@
+//! The HTTP listener: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, served by
+//! hyper-util's auto server with upgrades, each request handed to [`Proxy::handle`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::idle::{Activity, IdleStream};
+use crate::config::Limits;
+use crate::proxy::Proxy;
+use crate::routing::Routes;
+
+/// Serves `listener` until `stop` fires, then waits for its open connections to finish
+/// their in-flight requests (the caller bounds that wait).
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, routes: Routes, index: usize, stop: CancellationToken) {
+    let limits = routes.load().listener(index).limits;
+    let builder = builder(&limits);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = super::accept(&listener) => accepted,
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true); // a failure only costs latency
+        let idle_timeout = routes.load().listener(index).idle_timeout;
+        let activity = Activity::new();
+        let io = TokioIo::new(IdleStream::new(stream, Arc::clone(&activity)));
+        let service = {
+            let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
+            service_fn(move |req: hyper::Request<Incoming>| {
+                let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
+                async move {
+                    activity.requests.fetch_add(1, Ordering::Relaxed);
+                    let resp = proxy.handle(client, req).await;
+                    activity.requests.fetch_sub(1, Ordering::Relaxed);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            tokio::select! {
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%client, error = %e, "client connection ended with an error");
+                    }
+                }
+                () = watch_idle(&activity, idle_timeout) => {
+                    tracing::debug!(%client, "closing idle client connection");
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// Resolves once the connection has been idle for `timeout`.
+async fn watch_idle(activity: &Activity, timeout: Duration) {
+    loop {
+        tokio::time::sleep_until(activity.idle_at(timeout)).await;
+        if activity.is_idle(timeout) {
+            return;
+        }
+        if activity.requests.load(Ordering::Relaxed) > 0 {
+            // A request is waiting on its target; look again after another period.
+            tokio::time::sleep(timeout).await;
+        }
+    }
+}
+
+fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Room for a request line and headers at their limits; what exceeds the buffer
+        // gets hyper's 431, what fits but exceeds a limit gets ours (414 or 431).
+        .max_buf_size((limits.max_header_bytes + limits.max_uri_bytes + 4096).max(8192))
+        .max_headers(limits.max_headers + 1);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size((limits.max_header_bytes + limits.max_uri_bytes) as u32);
+    builder
+}
+
+/// The listener's local address, for logs.
+pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

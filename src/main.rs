@@ -1,0 +1,149 @@
+//! The `ecslb` command: `run` serves a config, `check` validates one and prints what it
+//! compiles to. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use ecslb::config::{Action, Config, Discovery};
+
+/// ecslb: an ECS-aware load-balancer proxy with ALB semantics.
+///
+/// Listener rules, target groups and health follow AWS Application Load Balancer
+/// semantics; the config is one TOML file (see config/example.toml).
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "ECSLB_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// Log filter, in tracing-subscriber's EnvFilter syntax (e.g. "info", "ecslb=debug").
+    #[arg(long, global = true, default_value = "info", env = "ECSLB_LOG")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the listeners of a config file until SIGTERM or SIGINT (SIGHUP reloads it).
+    Run {
+        /// Path to the TOML config file.
+        #[arg(short, long, value_name = "FILE", env = "ECSLB_CONFIG")]
+        config: PathBuf,
+
+        /// Runtime worker threads [default: the number of cores].
+        #[arg(long, value_name = "N", env = "ECSLB_WORKERS")]
+        workers: Option<usize>,
+    },
+    /// Validate a config file and print its listeners, rules and target groups.
+    ///
+    /// Exits 1 and prints every problem (file:line: field: message) if it is invalid.
+    Check {
+        /// Path to the TOML config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, workers } => run(config, workers),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = workers {
+        anyhow::ensure!(n > 0, "--workers must be at least 1");
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.build().context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        let app = ecslb::app::App::bind(&path).await?;
+        tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), "ecslb started");
+        let stop = CancellationToken::new();
+        let signals = tokio::spawn(ecslb::shutdown::watch_signals(stop.clone(), app.reloader()));
+        app.run(stop).await;
+        signals.abort();
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn check(path: &PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    println!("{}: ok", path.display());
+    println!("admin: {}", config.admin.listen);
+    for l in &config.listeners {
+        println!(
+            "listener {:?} {:?} on {} (idle timeout {}, desync mitigation {:?})",
+            l.name,
+            l.protocol,
+            l.bind,
+            humantime::format_duration(l.idle_timeout),
+            l.desync_mitigation_mode
+        );
+        for r in &l.rules {
+            println!("  rule {:>5}: {} -> {}", r.priority, serde_json::to_string(&r.conditions)?, describe(&r.action));
+        }
+        println!("  default: {}", describe(&l.default_action));
+    }
+    for g in config.target_groups.values() {
+        let Discovery::Static(addrs) = &g.discovery;
+        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        println!(
+            "target group {:?}: {:?}, {:?}, response timeout {}, static [{}]",
+            g.name,
+            g.algorithm,
+            g.protocol_version,
+            humantime::format_duration(g.response_timeout),
+            addrs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::Forward { groups, stickiness } => {
+            let groups: Vec<String> = groups.iter().map(|g| format!("{}:{}", g.group, g.weight)).collect();
+            match stickiness {
+                Some(d) => format!("forward [{}] (group stickiness {})", groups.join(", "), humantime::format_duration(*d)),
+                None => format!("forward [{}]", groups.join(", ")),
+            }
+        }
+        Action::Redirect(r) => format!("redirect {} {}://{}:{}{}?{}", r.status, r.protocol, r.host, r.port, r.path, r.query),
+        Action::FixedResponse(f) => format!("fixed_response {} {} ({} bytes)", f.status, f.content_type, f.body.len()),
+    }
+}

@@ -1,0 +1,335 @@
+//! The one L7 request path: check limits and desync safety, route, pick a target,
+//! forward, and stream the response back.
+//!
+//! [`Proxy::handle`] is called by the HTTP listener for every request. It reads the
+//! current route table once, resolves everything it needs from it (group, target,
+//! upstream client), and drops it before the first `.await`.
+
+mod body;
+pub mod desync;
+mod error;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+pub use body::Body;
+pub use error::Error;
+
+use crate::balance::sticky;
+use crate::config::{self, Stickiness};
+use crate::routing::{self, Action, Routes};
+use crate::target::InFlight;
+
+/// Serves the requests of one listener.
+#[derive(Debug)]
+pub struct Proxy {
+    routes: Routes,
+    /// Position of the listener in the config (and in each route table).
+    listener: usize,
+    /// The listener's port, for `X-Forwarded-Port` and redirects.
+    port: u16,
+}
+
+/// Where a forwarded request goes, resolved from one route-table snapshot.
+struct Forwarding {
+    group: Arc<routing::TargetGroup>,
+    in_flight: InFlight,
+    set_group_cookie: Option<Duration>,
+}
+
+impl Proxy {
+    /// A proxy for the listener at `listener` (its position in the config).
+    pub fn new(routes: Routes, listener: usize, port: u16) -> Self {
+        Self {
+            routes,
+            listener,
+            port,
+        }
+    }
+
+    /// Handles one request from `client`; never fails: errors become responses.
+    pub async fn handle(&self, client: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        match self.serve(client, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, reason = e.label(), "request answered by the proxy");
+                let mut resp = status_response(e.status());
+                if e.closes_connection() {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
+        }
+    }
+
+    async fn serve(&self, client: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
+        let mut close = false;
+        let (forwarding, timeout) = {
+            let table = self.routes.load();
+            let listener = table.listener(self.listener);
+            check_limits(&req, &listener.limits)?;
+            if req.version() <= Version::HTTP_11 {
+                let (tier, reason) = desync::classify(&req);
+                match desync::verdict(listener.desync_mode, tier, reason) {
+                    desync::Verdict::Forward => {}
+                    desync::Verdict::ForwardAndClose => close = true,
+                    desync::Verdict::Block(reason) => return Err(Error::Desync(reason)),
+                }
+                if tier != http_desync_guardian::RequestSafetyTier::Compliant {
+                    tracing::debug!(?tier, ?reason, "desync classification");
+                }
+            }
+            let host = request_host(&req);
+            if host.is_none() && req.version() == Version::HTTP_11 {
+                return Err(Error::MissingHost);
+            }
+            let rule_req = routing::Request {
+                host: host.map(strip_port),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                method: req.method(),
+                headers: req.headers(),
+                source_ip: client.ip(),
+            };
+            let (action, _priority) = listener.route(&rule_req);
+            match action {
+                Action::FixedResponse(f) => {
+                    let mut resp = Response::new(Body::full(f.body.clone()));
+                    *resp.status_mut() = f.status;
+                    resp.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
+                    return Ok(resp);
+                }
+                Action::Redirect(r) => return Ok(redirect(r, &req, host, self.port)),
+                Action::Forward(forward) => {
+                    let (group, new_group_cookie) = forward.pick_group(req.headers());
+                    let target = sticky_target(group, req.headers())
+                        .or_else(|| group.balancer.pick())
+                        .ok_or(Error::NoTarget)?;
+                    let forwarding = Forwarding {
+                        group: Arc::clone(group),
+                        in_flight: target.begin(),
+                        set_group_cookie: forward.stickiness.filter(|_| new_group_cookie),
+                    };
+                    (forwarding, group.config.response_timeout)
+                }
+            }
+        };
+        let target = forwarding.in_flight.target().authority.clone();
+        let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        self.prepare(&mut req, client, target, &forwarding.group, upgrade, close);
+
+        let sent = forwarding.group.upstream.request(req);
+        let mut resp = match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(Error::from_upstream(e)),
+            Err(_) => return Err(Error::Timeout),
+        };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(resp.headers_mut(), switching);
+        set_sticky_cookies(&mut resp, &forwarding);
+        if close {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        match client_upgrade {
+            Some(client_upgrade) if switching => {
+                let target_upgrade = hyper::upgrade::on(&mut resp);
+                let in_flight = forwarding.in_flight;
+                tokio::spawn(async move {
+                    // The tunnel counts as one request in flight until both sides end.
+                    let _in_flight = in_flight;
+                    let (Ok(client_io), Ok(target_io)) = tokio::join!(client_upgrade, target_upgrade) else {
+                        return;
+                    };
+                    let (mut a, mut b) = (TokioIo::new(client_io), TokioIo::new(target_io));
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                        tracing::debug!(error = %e, "upgraded connection ended");
+                    }
+                });
+                Ok(resp.map(|_| Body::empty()))
+            }
+            _ => Ok(resp.map(|b| Body::Target(b, Some(forwarding.in_flight)))),
+        }
+    }
+
+    /// Rewrites the request for the target: absolute URI, version, forwarding headers.
+    fn prepare(
+        &self,
+        req: &mut Request<Incoming>,
+        client: SocketAddr,
+        target: Authority,
+        group: &routing::TargetGroup,
+        upgrade: bool,
+        close: bool,
+    ) {
+        // HTTP/2 clients send the authority instead of a Host header; targets need Host.
+        if !req.headers().contains_key(header::HOST) {
+            if let Some(authority) = req.uri().authority() {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+            }
+        }
+        let headers = req.headers_mut();
+        headers::strip_hop_by_hop(headers, upgrade);
+        headers::add_forwarded(headers, client.ip(), "http", self.port);
+        headers::trace(headers);
+        if close {
+            // Ambiguous request (desync defensive mode): the target connection must not
+            // be reused either.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let mut parts = std::mem::take(req.uri_mut()).into_parts();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(target);
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+        *req.version_mut() = group.upstream.version();
+    }
+}
+
+fn check_limits<B>(req: &Request<B>, limits: &config::Limits) -> Result<(), Error> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_bytes {
+        return Err(Error::UriTooLong);
+    }
+    let headers = req.headers();
+    if headers.len() > limits.max_headers {
+        return Err(Error::HeadersTooLarge);
+    }
+    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Error::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(Authority::as_str))
+        .filter(|h| !h.is_empty())
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+fn sticky_target<'g>(group: &'g routing::TargetGroup, headers: &http::HeaderMap) -> Option<&'g Arc<crate::target::Target>> {
+    let cookie = match group.config.stickiness.as_ref()? {
+        Stickiness::LbCookie { .. } => sticky::LB_COOKIE,
+        Stickiness::AppCookie { .. } => sticky::APP_COOKIE,
+    };
+    let addr = sticky::decode_addr(sticky::find_cookie(headers, cookie)?)?;
+    group.balancer.pick_addr(addr)
+}
+
+fn set_sticky_cookies(resp: &mut Response<Incoming>, f: &Forwarding) {
+    let target = f.in_flight.target().addr;
+    let cookie = match &f.group.config.stickiness {
+        Some(Stickiness::LbCookie { duration }) => {
+            sticky::set_cookie(sticky::LB_COOKIE, &sticky::encode_addr(target), *duration)
+        }
+        Some(Stickiness::AppCookie { cookie_name, duration }) => {
+            let app_set_it = resp.headers().get_all(header::SET_COOKIE).iter().any(|v| {
+                v.as_bytes().starts_with(cookie_name.as_bytes())
+                    && v.as_bytes().get(cookie_name.len()) == Some(&b'=')
+            });
+            app_set_it
+                .then(|| sticky::set_cookie(sticky::APP_COOKIE, &sticky::encode_addr(target), *duration))
+                .flatten()
+        }
+        None => None,
+    };
+    if let Some(cookie) = cookie {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some(duration) = f.set_group_cookie {
+        if let Some(cookie) = sticky::set_cookie(sticky::GROUP_COOKIE, &f.group.config.name, duration) {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+    }
+}
+
+/// A redirect with ALB's placeholders filled in: `#{protocol}`, `#{host}`, `#{port}`,
+/// `#{path}` (without its leading `/`) and `#{query}`.
+fn redirect<B>(r: &config::Redirect, req: &Request<B>, host: Option<&str>, port: u16) -> Response<Body> {
+    let host = host.map(strip_port).unwrap_or("");
+    let path = req.uri().path();
+    let query = req.uri().query().unwrap_or("");
+    let port_text = port.to_string();
+    let fill = |template: &str| {
+        template
+            .replace("#{protocol}", "http")
+            .replace("#{host}", host)
+            .replace("#{port}", &port_text)
+            .replace("#{path}", path.strip_prefix('/').unwrap_or(path))
+            .replace("#{query}", query)
+    };
+    let protocol = fill(&r.protocol);
+    let port = fill(&r.port);
+    let default_port = matches!((protocol.as_str(), port.as_str()), ("http", "80") | ("https", "443"));
+    let mut location = format!("{protocol}://{}", fill(&r.host));
+    if !default_port && !port.is_empty() {
+        location.push(':');
+        location.push_str(&port);
+    }
+    location.push_str(&fill(&r.path));
+    let query = fill(&r.query);
+    if !query.is_empty() {
+        location.push('?');
+        location.push_str(&query);
+    }
+    let mut resp = status_response(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
+}
+
+/// A small plain-text response for a status the proxy generates itself.
+pub fn status_response(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(Body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,241 @@
+//! Listener rules compiled for matching: conditions AND-ed, values within a condition
+//! OR-ed, rules tried by ascending priority.
+//!
+//! Exact paths and `/prefix/*` paths are indexed in a `matchit::Router`; every other path
+//! pattern (wildcards mid-pattern, `?`) and rules without a path condition go on an
+//! unindexed list. A lookup merges the indexed candidates for the path with the
+//! unindexed list, both sorted by priority, and stops at the first rule that matches.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, Method};
+use ipnet::IpNet;
+
+use super::glob::Glob;
+use crate::config;
+
+/// The parts of a request rules look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Host header (or HTTP/2 authority), without the port.
+    pub host: Option<&'a str>,
+    /// Path, without the query.
+    pub path: &'a str,
+    /// Query string, without the `?`.
+    pub query: Option<&'a str>,
+    /// Method.
+    pub method: &'a Method,
+    /// Headers.
+    pub headers: &'a HeaderMap,
+    /// Client address.
+    pub source_ip: IpAddr,
+}
+
+/// One compiled rule; `action` indexes the table's actions.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) priority: u32,
+    hosts: Vec<Glob>,
+    paths: Vec<Glob>,
+    headers: Vec<(HeaderName, Vec<Glob>)>,
+    methods: Vec<Method>,
+    query: Vec<(Option<Glob>, Glob)>,
+    source_ip: Vec<IpNet>,
+    /// Every path pattern is exact or `/prefix/*`: the path index answers for it.
+    path_indexed: bool,
+}
+
+impl Rule {
+    pub(crate) fn build(rule: &config::Rule) -> Self {
+        let c = &rule.conditions;
+        let path_indexed = !c.path.is_empty() && c.path.iter().all(|p| indexed_form(p).is_some());
+        Self {
+            priority: rule.priority,
+            hosts: c.host.iter().map(|h| Glob::new(h, true)).collect(),
+            paths: c.path.iter().map(|p| Glob::new(p, false)).collect(),
+            headers: c
+                .http_header
+                .iter()
+                .filter_map(|h| {
+                    let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+                    Some((name, h.values.iter().map(|v| Glob::new(v, true)).collect()))
+                })
+                .collect(),
+            methods: c.method.clone(),
+            query: c
+                .query
+                .iter()
+                .map(|q| {
+                    let key = q.key.as_deref().map(|k| Glob::new(k, true));
+                    (key, Glob::new(&q.value, true))
+                })
+                .collect(),
+            source_ip: c.source_ip.clone(),
+            path_indexed,
+        }
+    }
+
+    /// Whether the request meets every condition; `path_known` skips the path, already
+    /// matched by the index.
+    fn matches(&self, req: &Request<'_>, path_known: bool) -> bool {
+        (path_known || self.paths.is_empty() || self.paths.iter().any(|g| g.matches(req.path)))
+            && (self.methods.is_empty() || self.methods.contains(req.method))
+            && (self.hosts.is_empty()
+                || req.host.is_some_and(|h| self.hosts.iter().any(|g| g.matches(h))))
+            && self.headers.iter().all(|(name, values)| {
+                req.headers.get_all(name).iter().any(|v| {
+                    v.to_str()
+                        .is_ok_and(|v| values.iter().any(|g| g.matches(v)))
+                })
+            })
+            && (self.query.is_empty() || req.query.is_some_and(|q| self.query_matches(q)))
+            && (self.source_ip.is_empty()
+                || self.source_ip.iter().any(|n| n.contains(&req.source_ip)))
+    }
+
+    fn query_matches(&self, query: &str) -> bool {
+        query.split('&').any(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            self.query.iter().any(|(key, value)| {
+                key.as_ref().is_none_or(|key| key.matches(k)) && value.matches(v)
+            })
+        })
+    }
+}
+
+/// How the index stores a path pattern: exact, or a prefix ending in `/`.
+enum Indexed<'a> {
+    Exact(&'a str),
+    Prefix(&'a str),
+}
+
+fn indexed_form(pattern: &str) -> Option<Indexed<'_>> {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    if Glob::has_wildcards(body) || !pattern.starts_with('/') {
+        return None;
+    }
+    if body.len() < pattern.len() {
+        body.ends_with('/').then_some(Indexed::Prefix(body))
+    } else {
+        Some(Indexed::Exact(body))
+    }
+}
+
+fn escape(route: &str) -> String {
+    route.replace('{', "{{").replace('}', "}}")
+}
+
+/// A listener's rules, ready to match.
+#[derive(Debug)]
+pub(crate) struct Rules {
+    /// Sorted by ascending priority; positions are the rule ids used below.
+    rules: Vec<Rule>,
+    /// Path index: each route leads to every indexed rule whose pattern matches any path
+    /// the route matches, sorted by id.
+    index: matchit::Router<usize>,
+    candidates: Vec<Vec<u32>>,
+    /// Rules the index cannot answer for, sorted by id.
+    unindexed: Vec<u32>,
+}
+
+impl Rules {
+    /// Compiles rules already sorted by priority.
+    pub(crate) fn build(rules: &[config::Rule]) -> Self {
+        let compiled: Vec<Rule> = rules.iter().map(Rule::build).collect();
+        // Route text → (is prefix, matchit route) → rule ids.
+        let mut routes: BTreeMap<(String, bool), Vec<u32>> = BTreeMap::new();
+        let mut unindexed = Vec::new();
+        for (id, (rule, conf)) in compiled.iter().zip(rules).enumerate() {
+            if !rule.path_indexed {
+                unindexed.push(id as u32);
+                continue;
+            }
+            for pattern in &conf.conditions.path {
+                let key = match indexed_form(pattern) {
+                    Some(Indexed::Exact(p)) => (p.to_owned(), false),
+                    Some(Indexed::Prefix(p)) => (p.to_owned(), true),
+                    None => continue,
+                };
+                routes.entry(key).or_default().push(id as u32);
+            }
+        }
+        let mut index = matchit::Router::new();
+        let mut candidates = Vec::new();
+        let mut insert = |route: String, ids: Vec<u32>| {
+            if index.insert(route, candidates.len()).is_ok() {
+                candidates.push(ids);
+            }
+        };
+        for (text, is_prefix) in routes.keys() {
+            // Every path this route matches is also matched by the prefix routes that are
+            // prefixes of `text` (and by the exact route of `text` when it is a prefix route).
+            let mut ids: Vec<u32> = routes
+                .iter()
+                .filter(|((other, other_prefix), _)| {
+                    (*other_prefix && text.starts_with(other.as_str()))
+                        || (other == text && !*other_prefix)
+                })
+                .flat_map(|(_, ids)| ids.iter().copied())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if *is_prefix {
+                // `/a/*` matches `/a/` itself: matchit's catch-all needs one character,
+                // so the bare prefix goes in as an exact route too (unless it is one).
+                if !routes.contains_key(&(text.clone(), false)) {
+                    insert(escape(text), ids.clone());
+                }
+                insert(format!("{}{{*rest}}", escape(text)), ids);
+            } else {
+                insert(escape(text), ids);
+            }
+        }
+        Self {
+            rules: compiled,
+            index,
+            candidates,
+            unindexed,
+        }
+    }
+
+    /// The id of the first rule, by priority, that the request matches.
+    pub(crate) fn find(&self, req: &Request<'_>) -> Option<usize> {
+        let indexed: &[u32] = match self.index.at(req.path) {
+            Ok(m) => &self.candidates[*m.value],
+            Err(_) => &[],
+        };
+        let (mut i, mut u) = (0, 0);
+        loop {
+            let (id, path_known) = match (indexed.get(i), self.unindexed.get(u)) {
+                (Some(&a), Some(&b)) if a < b => {
+                    i += 1;
+                    (a, true)
+                }
+                (_, Some(&b)) => {
+                    u += 1;
+                    (b, false)
+                }
+                (Some(&a), None) => {
+                    i += 1;
+                    (a, true)
+                }
+                (None, None) => return None,
+            };
+            let id = id as usize;
+            if self.rules[id].matches(req, path_known) {
+                return Some(id);
+            }
+        }
+    }
+
+    /// Number of rules.
+    pub(crate) fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Priority of the rule with this id.
+    pub(crate) fn priority(&self, id: usize) -> u32 {
+        self.rules[id].priority
+    }
+}

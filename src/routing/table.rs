@@ -1,0 +1,84 @@
+//! Building a [`RouteTable`] from a validated config: pure, apart from carrying the
+//! previous table's targets and upstream pools over.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::{rules::Rules, Action, FixedResponse, Forward, ListenerRoutes, RouteTable, TargetGroup};
+use crate::balance::Balancer;
+use crate::config;
+use crate::target::{Health, TargetSet};
+use crate::upstream;
+
+pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> RouteTable {
+    let groups: BTreeMap<String, Arc<TargetGroup>> = config
+        .target_groups
+        .values()
+        .map(|g| {
+            let old = previous.and_then(|p| p.groups.get(&g.name));
+            (g.name.clone(), Arc::new(group(g, old.map(|o| &**o))))
+        })
+        .collect();
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut actions: Vec<Action> = l.rules.iter().map(|r| action(&r.action, &groups)).collect();
+            actions.push(action(&l.default_action, &groups));
+            ListenerRoutes {
+                name: l.name.clone(),
+                limits: l.limits,
+                desync_mode: l.desync_mitigation_mode,
+                idle_timeout: l.idle_timeout,
+                rules: Rules::build(&l.rules),
+                actions,
+            }
+        })
+        .collect();
+    RouteTable { listeners, groups }
+}
+
+fn group(config: &config::TargetGroup, previous: Option<&TargetGroup>) -> TargetGroup {
+    let config::Discovery::Static(addrs) = &config.discovery;
+    let targets = TargetSet::build(
+        addrs.iter().copied(),
+        previous.map(|p| p.balancer.targets()),
+        Health::Unused,
+    );
+    let upstream = match previous {
+        Some(p) if p.upstream.serves(config) => p.upstream.clone(),
+        _ => upstream::Client::new(config),
+    };
+    TargetGroup {
+        config: config.clone(),
+        balancer: Balancer::new(config.algorithm, targets),
+        upstream,
+    }
+}
+
+fn action(action: &config::Action, groups: &BTreeMap<String, Arc<TargetGroup>>) -> Action {
+    match action {
+        config::Action::Forward { groups: weighted, stickiness } => {
+            // Validation guarantees every group exists.
+            let resolved: Vec<(Arc<TargetGroup>, u32)> = weighted
+                .iter()
+                .filter_map(|w| Some((Arc::clone(groups.get(&w.group)?), w.weight)))
+                .collect();
+            Action::Forward(Forward {
+                total_weight: resolved.iter().map(|(_, w)| w).sum(),
+                groups: resolved,
+                stickiness: *stickiness,
+            })
+        }
+        config::Action::Redirect(r) => Action::Redirect(r.clone()),
+        config::Action::FixedResponse(f) => Action::FixedResponse(FixedResponse {
+            status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
+            content_type: HeaderValue::from_str(&f.content_type)
+                .unwrap_or(HeaderValue::from_static("text/plain")),
+            body: Bytes::from(f.body.clone()),
+        }),
+    }
+}

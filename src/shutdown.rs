@@ -1,0 +1,30 @@
+//! Process signals: SIGTERM and SIGINT stop the proxy (draining in-flight requests),
+//! SIGHUP reloads the config.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Reloader;
+
+/// Watches signals until SIGTERM or SIGINT, which cancels `stop`.
+pub async fn watch_signals(stop: CancellationToken, reloader: Arc<Reloader>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let reloader = Arc::clone(&reloader);
+                // Reading and compiling the file is blocking work.
+                let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;
+            }
+        }
+    }
+    tracing::info!("stop signal received");
+    stop.cancel();
+    Ok(())
+}
