@@ -101,7 +101,7 @@ fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     })
 }
 
-fn check(path: &PathBuf) -> anyhow::Result<()> {
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     println!("{}: ok", path.display());
     println!("admin: {}", config.admin.listen);

@@ -173,8 +173,7 @@ fn walk_value(value: &DeValue<'_>, offset: usize, out: &mut Vec<Segment>) {
             let found = items
                 .iter()
                 .enumerate()
-                .filter(|(_, item)| item.span().start <= offset)
-                .last();
+                .rfind(|(_, item)| item.span().start <= offset);
             if let Some((i, item)) = found {
                 out.push(Segment::Index(i));
                 walk_value(item.get_ref(), offset, out);

@@ -152,7 +152,8 @@ impl TryFrom<ConfigFile> for super::Config {
             if !names.insert(l.name.clone()) {
                 c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("name", format!("duplicate listener name {:?}", l.name))));
             }
-            if !binds.insert(l.bind) || l.bind == admin.listen {
+            // Port 0 asks the kernel for a free port: never a clash.
+            if l.bind.port() != 0 && (!binds.insert(l.bind) || l.bind == admin.listen) {
                 c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("bind", format!("address {} is already used by another listener", l.bind))));
             }
         }
@@ -362,7 +363,7 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
                 c.fail_at("status", format!("{status} is not a redirect status: 301 or 302"));
             }
             Some(Action::Redirect(Redirect {
-                protocol: protocol.to_ascii_lowercase().replace("#{protocol}", "#{protocol}"),
+                protocol: protocol.to_ascii_lowercase(),
                 host: r.host.clone().unwrap_or_else(|| "#{host}".into()),
                 port: r.port.clone().unwrap_or_else(|| "#{port}".into()),
                 path,
