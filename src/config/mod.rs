@@ -105,17 +105,22 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Conditions {
     /// Host header patterns (`*` and `?`, case-insensitive).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub host: Vec<String>,
     /// Path patterns (`*` and `?`, case-sensitive).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<String>,
     /// Header conditions, all of which must match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http_header: Vec<HeaderCondition>,
     /// Request methods.
-    #[serde(serialize_with = "serialize_methods")]
+    #[serde(serialize_with = "serialize_methods", skip_serializing_if = "Vec::is_empty")]
     pub method: Vec<Method>,
     /// Query-string key/value patterns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<QueryCondition>,
     /// Client address ranges.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_ip: Vec<IpNet>,
 }
 
@@ -136,6 +141,7 @@ pub struct HeaderCondition {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QueryCondition {
     /// Key pattern (`*` and `?`, case-insensitive), or any key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Value pattern (`*` and `?`, case-insensitive).
     pub value: String,

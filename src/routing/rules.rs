@@ -169,12 +169,14 @@ impl Rules {
         };
         for (text, is_prefix) in routes.keys() {
             // Every path this route matches is also matched by the prefix routes that are
-            // prefixes of `text` (and by the exact route of `text` when it is a prefix route).
+            // prefixes of `text`; an exact route adds its own rules. A prefix route must not
+            // take the exact rules of the same text: its catch-all serves `/a/x`, which
+            // `/a/` exactly does not match (the bare `/a/` goes to the exact route).
             let mut ids: Vec<u32> = routes
                 .iter()
                 .filter(|((other, other_prefix), _)| {
                     (*other_prefix && text.starts_with(other.as_str()))
-                        || (other == text && !*other_prefix)
+                        || (!*is_prefix && !*other_prefix && other == text)
                 })
                 .flat_map(|(_, ids)| ids.iter().copied())
                 .collect();

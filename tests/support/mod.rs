@@ -366,3 +366,323 @@ pub fn raw_status(reply: &str) -> Option<u16> {
 pub fn display(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// GET `url` with a fresh client, or `None` if the request fails (for polling).
+pub async fn try_get(url: &str) -> Option<Reply> {
+    let resp = client().get(url.parse().ok()?).await.ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// POST an empty body to `url` with a fresh client.
+pub async fn post(url: &str) -> Reply {
+    send(&client(), Request::post(url).body(Full::default()).unwrap()).await
+}
+
+/// A port on 127.0.0.1 that was free a moment ago: bound, then released, so another
+/// process may take it first ([`start_binary`] retries when that happens).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `ecslb` binary running `ecslb run -c FILE`; killed on drop if still running.
+pub struct Binary {
+    /// Address of the first listener.
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    child: std::process::Child,
+    _dir: TempDir,
+}
+
+/// Starts the `ecslb` binary on the config `config(listener, admin)` with free ports
+/// and waits until it has bound both and `/ready` answers 200. A config with fixed
+/// ports cannot be given `:0`, so a port taken between picking and binding makes the
+/// binary exit: then it is started again on other ports.
+pub async fn start_binary(config: impl Fn(SocketAddr, SocketAddr) -> String) -> Binary {
+    let mut log = String::new();
+    for _ in 0..3 {
+        let dir = TempDir::new();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config_path = dir.0.join("ecslb.toml");
+        std::fs::write(&config_path, config(addr, admin)).unwrap();
+        let log_path = dir.0.join("ecslb.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
+            .args(["run", "--workers", "2", "-c"])
+            .arg(&config_path)
+            .env("ECSLB_LOG", "info")
+            .env("ECSLB_LOG_FORMAT", "human")
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .expect("the ecslb binary starts");
+        let mut binary = Binary { addr, admin, config_path, log_path, child, _dir: dir };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if binary.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            // "ecslb started" is logged once both sockets are bound: only then is a 200
+            // from the admin port ours and not another process's.
+            if binary.log().contains("ecslb started") {
+                if let Some(r) = try_get(&binary.admin_url("/ready")).await {
+                    if r.status == StatusCode::OK {
+                        return binary;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        log = binary.log();
+    }
+    panic!("the ecslb binary did not become ready; its log:\n{log}");
+}
+
+impl Binary {
+    /// `http://<first listener><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://<admin><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Rewrites the config file (the next SIGHUP reads it).
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(&self.config_path, toml).unwrap();
+    }
+
+    /// Sends a signal by name (`"HUP"`, `"TERM"`) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What the process has logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill(); // our own child, by its pid
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A WebSocket echo backend on 127.0.0.1: answers a valid WebSocket upgrade with 101,
+/// then echoes every text and binary message until the client closes. Each upgrade
+/// request counts as a hit; anything else gets 400.
+pub async fn ws_echo_backend(name: &str) -> Backend {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let last_headers = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
+    let stop = CancellationToken::new();
+    let (hits_c, last_c, stop_c) = (hits.clone(), last_headers.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(r) => r, Err(_) => continue },
+                () = stop_c.cancelled() => return,
+            };
+            let (hits, last, stop) = (hits_c.clone(), last_c.clone(), stop_c.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (hits, last) = (hits.clone(), last.clone());
+                    async move { Ok::<_, Infallible>(ws_accept(&hits, &last, req)) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::select! {
+                    _ = conn => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    Backend { addr, name: name.to_owned(), hits, last_headers, stop }
+}
+
+fn ws_accept(hits: &AtomicUsize, last: &std::sync::Mutex<HeaderMap>, mut req: Request<Incoming>) -> Response<BoxBody> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::WebSocketStream;
+
+    hits.fetch_add(1, Ordering::SeqCst);
+    *last.lock().unwrap() = req.headers().clone();
+    let is_websocket = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(key) = req.headers().get("sec-websocket-key").filter(|_| is_websocket).cloned() else {
+        let mut resp = Response::new(full("not a websocket upgrade"));
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+        return resp;
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert("connection", "upgrade".parse().unwrap());
+    headers.insert("upgrade", "websocket".parse().unwrap());
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    headers.insert("sec-websocket-accept", accept.parse().unwrap());
+    resp
+}
+
+/// One HTTP/1.1 response read off a raw socket, plus whether the peer then closed.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Header names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The peer closed (or reset) the connection after the response, within 300 ms.
+    pub closed: bool,
+}
+
+impl RawReply {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes `request` on a fresh connection to `addr` and reads one response (framed by
+/// Content-Length, chunked, or the close), then waits up to 300 ms for the peer to close.
+/// Panics if no response head arrives within 5 s.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> RawReply {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    raw_exchange_on(&mut stream, request).await
+}
+
+/// [`raw_exchange`] on an existing connection.
+pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply {
+    // The peer may answer and close before reading everything (a blocked request):
+    // a failed write is not an error here, the reply is what matters.
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut eof = false;
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("connection ended before a response head: {:?}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("no response head within 5s: {:?}", String::from_utf8_lossy(&buf)),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(raw_status).expect("a status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = buf[head_end..].to_vec();
+    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let done = |body: &[u8]| -> bool {
+        if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.len() >= len
+        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            body.starts_with(b"0\r\n\r\n") || body.ends_with(b"\r\n0\r\n\r\n")
+        } else {
+            // 1xx/204/304 have no body; anything else without framing ends at the close.
+            status < 200 || status == 204 || status == 304
+        }
+    };
+    while !done(&body) {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                eof = true;
+                break;
+            }
+            Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("response body incomplete after 5s"),
+        }
+    }
+    if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        body.truncate(len);
+    }
+    let closed = eof
+        || match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) | Err(_) => false,
+        };
+    RawReply { status, headers, body, closed }
+}
+
+/// Resident set size of this process in bytes (`VmRSS` in /proc/self/status).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
+/// The TOML of one HTTP listener (`listener_extra` lines go under it) forwarding to
+/// group `g` at `targets` (`group_extra` lines go under the group).
+pub fn one_group_config(targets: &[SocketAddr], listener_extra: &str, group_extra: &str) -> String {
+    let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+default_action = {{ forward = "g" }}
+{listener_extra}
+
+[target_groups.g]
+discovery = {{ static = [{}] }}
+{group_extra}
+"#,
+        targets.join(", ")
+    )
+}

@@ -1,0 +1,350 @@
+//! The L7 request path end to end: forwarding headers, HTTP/2 both ways, WebSocket
+//! upgrades, streamed bodies and client keep-alive / idle timeout, over real sockets.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn proxy_to(backend: &Backend, listener_extra: &str, group_extra: &str) -> Proxy {
+    start_proxy(&one_group_config(&[backend.addr], listener_extra, group_extra)).await
+}
+
+/// Connects from `ip` (a 127.0.0.x address) so the proxy sees a distinctive client.
+async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// `1-` + 8 hex digits + `-` + 24 hex digits.
+fn is_trace_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 3 && parts[0] == "1" && hex(parts[1], 8) && hex(parts[2], 24)
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers.get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_added_as_alb_does() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let mut stream = connect_from("127.0.0.5", proxy.addrs[0]).await;
+    let reply = raw_exchange_on(
+        &mut stream,
+        b"GET /echo-headers HTTP/1.1\r\nHost: app.example.com\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = b.last_headers();
+    assert_eq!(header(&seen, "x-forwarded-for"), "203.0.113.7, 127.0.0.5");
+    assert_eq!(header(&seen, "x-forwarded-proto"), "http");
+    assert_eq!(header(&seen, "x-forwarded-port"), proxy.addrs[0].port().to_string());
+    assert_eq!(header(&seen, "host"), "app.example.com", "Host is the client's, not the target's");
+    let trace = header(&seen, "x-amzn-trace-id");
+    let root = trace.strip_prefix("Root=").unwrap_or_else(|| panic!("trace id {trace:?}"));
+    assert!(is_trace_id(root), "trace id {trace:?}");
+    // /echo-headers shows the same headers in its body.
+    let body = String::from_utf8(reply.body).unwrap();
+    assert!(body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.5\n"), "{body}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn client_trace_id_gets_a_self_field() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let client_trace = "Root=1-5759e988-bd862e3fe1be46a994272793";
+    let r = get_with(&proxy.url("/"), &[("x-amzn-trace-id", client_trace)]).await;
+    assert_eq!(r.status, 200);
+    let seen = b.last_headers();
+    let trace = header(&seen, "x-amzn-trace-id");
+    let (self_field, rest) = trace.split_once(';').unwrap_or_else(|| panic!("trace id {trace:?}"));
+    assert_eq!(rest, client_trace);
+    let self_id = self_field.strip_prefix("Self=").unwrap_or_else(|| panic!("trace id {trace:?}"));
+    assert!(is_trace_id(self_id), "trace id {trace:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let reply = raw_exchange(
+        proxy.addrs[0],
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = b.last_headers();
+    for name in ["x-secret", "keep-alive", "te", "proxy-connection", "upgrade"] {
+        assert!(!seen.contains_key(name), "{name} reached the target: {seen:?}");
+    }
+    assert!(
+        seen.get_all("connection").iter().all(|v| !v.to_str().unwrap().to_ascii_lowercase().contains("x-secret")),
+        "{seen:?}"
+    );
+    assert_eq!(header(&seen, "x-kept"), "yes");
+    assert_eq!(header(&seen, "host"), "a.example");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_client_reaches_http1_and_http2_targets() {
+    let b = backend("one").await;
+    for (group_extra, want) in [("", "HTTP/1.1"), ("protocol_version = \"http2\"", "HTTP/2")] {
+        let proxy = proxy_to(&b, "", group_extra).await;
+        let r = send(&h2_client(), Request::get(proxy.url("/version")).body(Default::default()).unwrap()).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.starts_with(want), "{group_extra:?}: target saw {:?}", r.body);
+        // The target needs a Host even though an h2 client sends only :authority.
+        assert_eq!(header(&b.last_headers(), "host"), proxy.addrs[0].to_string());
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn http1_client_reaches_an_http2_target() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "protocol_version = \"http2\"").await;
+    let r = get_with(&proxy.url("/version"), &[("host", "app.example.com")]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with("HTTP/2"), "target saw {:?}", r.body);
+    assert_eq!(header(&b.last_headers(), "host"), "app.example.com");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
+    if std::process::Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "protocol_version = \"http2\"").await;
+    let url = proxy.url("/version");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let (body, meta) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(meta, "2 200", "curl's HTTP version and status");
+    assert!(body.starts_with("HTTP/2"), "target saw {body:?}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_messages_echo_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let b = ws_echo_backend("ws").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let url = format!("ws://{}/chat", proxy.addrs[0]);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("handshake through the proxy");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let messages = [
+        Message::text("hello"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text("ü".repeat(10_000)),
+        Message::binary(vec![7u8; 200_000]),
+        Message::text("bye"),
+    ];
+    for msg in &messages {
+        ws.send(msg.clone()).await.unwrap();
+    }
+    for want in &messages {
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time").unwrap().unwrap();
+        assert_eq!(&got, want);
+    }
+    ws.close(None).await.unwrap();
+    assert_eq!(b.hits(), 1);
+    let seen = b.last_headers();
+    assert_eq!(header(&seen, "upgrade"), "websocket");
+    assert!(header(&seen, "connection").eq_ignore_ascii_case("upgrade"));
+    proxy.stop().await;
+}
+
+/// A request body of `left` bytes, produced chunk by chunk (never held whole).
+struct Generated {
+    chunk: Bytes,
+    left: u64,
+}
+
+impl http_body::Body for Generated {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n as usize)))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+/// Counts a response body's bytes frame by frame; the largest RSS seen meanwhile is
+/// recorded in `peak`.
+async fn drain(mut body: Incoming, peak: &mut u64) -> u64 {
+    let mut n = 0u64;
+    let mut frames = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("body streams").into_data() {
+            n += data.len() as u64;
+        }
+        frames += 1;
+        if frames % 64 == 0 {
+            *peak = (*peak).max(rss_bytes());
+        }
+    }
+    n
+}
+
+// 256 MiB each way takes a few seconds in a debug build; the size is the point: were
+// the proxy buffering a body, RSS would grow by about that much.
+const LARGE: u64 = 256 * 1024 * 1024;
+const RSS_BUDGET: u64 = 64 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways_without_buffering() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let warm_up = get(&proxy.url("/bytes?n=1048576")).await;
+    assert_eq!(warm_up.body.len(), 1 << 20);
+    let before = rss_bytes();
+    let mut peak = before;
+    let started = Instant::now();
+
+    let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let chunk = Bytes::from(vec![b'y'; 256 * 1024]);
+    let req = Request::post("/echo-body")
+        .header("host", "big.example")
+        .body(Generated { chunk, left: LARGE })
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("echo response");
+    assert_eq!(resp.status(), 200);
+    let echoed = drain(resp.into_body(), &mut peak).await;
+    assert_eq!(echoed, LARGE, "echoed bytes");
+    let upload = started.elapsed();
+
+    // Same connection, now a download.
+    let req = Request::get(format!("/bytes?n={LARGE}"))
+        .header("host", "big.example")
+        .body(Generated { chunk: Bytes::new(), left: 0 })
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("download response");
+    assert_eq!(resp.status(), 200);
+    let downloaded = drain(resp.into_body(), &mut peak).await;
+    assert_eq!(downloaded, LARGE, "downloaded bytes");
+    let after = rss_bytes();
+    peak = peak.max(after);
+    eprintln!(
+        "echo {LARGE} B in {upload:?}, download in {:?}; RSS before {} MiB, peak {} MiB, after {} MiB",
+        started.elapsed() - upload,
+        before >> 20,
+        peak >> 20,
+        after >> 20
+    );
+    assert!(peak - before < RSS_BUDGET, "RSS grew by {} MiB", (peak - before) >> 20);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn two_requests_share_one_client_connection() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for path in ["/", "/echo-headers"] {
+        let req = Request::get(path).header("host", "a.example").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.expect("request on the kept-alive connection");
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.into_body().collect().await.unwrap();
+    }
+    assert_eq!(b.hits(), 2);
+    assert!(!conn.is_finished(), "the proxy kept the connection open");
+    proxy.stop().await;
+}
+
+/// Reads until the peer closes; returns how long that took (None if not within `limit`).
+async fn time_to_close(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_client_connection_is_closed_after_idle_timeout() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
+
+    let mut silent = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let waited = time_to_close(&mut silent, Duration::from_secs(1)).await.expect("closed within 1s");
+    assert!(waited >= Duration::from_millis(250), "closed after only {waited:?}");
+
+    // Idle after a completed request, too.
+    let mut used = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let reply = raw_exchange_on(&mut used, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.closed, "open right after the response");
+    assert!(time_to_close(&mut used, Duration::from_secs(1)).await.is_some(), "closed once idle");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn slow_in_flight_request_outlives_the_idle_timeout() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
+    let started = Instant::now();
+    let reply = raw_exchange(proxy.addrs[0], b"GET /slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"one");
+    assert!(started.elapsed() >= Duration::from_millis(800));
+
+    // A request that is still being sent is activity as well.
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    stream.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n").await.unwrap();
+    for byte in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let reply = raw_exchange_on(&mut stream, b"").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"abcdef");
+    proxy.stop().await;
+}
