@@ -1,6 +1,10 @@
 //! ALB listener-rule semantics end to end: each condition type, how conditions combine,
 //! priorities, the default action, and every action (fixed response, redirect, forward,
 //! weighted forward with group stickiness), through the real proxy on real sockets.
+// clippy's `allow-unwrap-in-tests` covers `#[test]` functions only, not the helpers
+// (here and in `support`) they call.
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -139,47 +139,59 @@ fn value_span(value: &DeValue<'_>, rest: &[Segment]) -> Option<Range<usize>> {
     }
 }
 
-/// Field path of the innermost key whose value contains `offset`.
+/// Field path of the part of the file an error at `offset` is in: the key or array
+/// element that starts last at or before `offset`.
+///
+/// Containment cannot be used: a `[[listeners]]` element or a `[table]` is spanned by
+/// its header only, and a later header may reopen a table defined much earlier. Keys
+/// and elements are visited in tree order, so on a tie the deeper one wins.
 fn field_at(table: &DeTable<'_>, offset: usize) -> Vec<Segment> {
-    let mut out = Vec::new();
-    walk_table(table, offset, &mut out);
-    out
+    let mut latest = Latest {
+        offset,
+        start: None,
+        field: Vec::new(),
+    };
+    latest.table(table, &mut Vec::new());
+    latest.field
 }
 
-fn walk_table(table: &DeTable<'_>, offset: usize, out: &mut Vec<Segment>) {
-    for (k, v) in table.iter() {
-        if k.span().contains(&offset) || v.span().contains(&offset) {
-            out.push(Segment::Key(k.get_ref().to_string()));
-            walk_value(v.get_ref(), offset, out);
-            return;
+/// The best candidate so far for [`field_at`].
+struct Latest {
+    offset: usize,
+    start: Option<usize>,
+    field: Vec<Segment>,
+}
+
+impl Latest {
+    fn consider(&mut self, start: usize, path: &[Segment]) {
+        if start <= self.offset && self.start.is_none_or(|s| start >= s) {
+            self.start = Some(start);
+            self.field = path.to_vec();
         }
     }
-    // Tables of `[[array]]` headers are spanned by their header only: fall back to the
-    // last entry that starts before the offset.
-    let last = table
-        .iter()
-        .filter(|(k, _)| k.span().start <= offset)
-        .max_by_key(|(k, _)| k.span().start);
-    if let Some((k, v)) = last {
-        out.push(Segment::Key(k.get_ref().to_string()));
-        walk_value(v.get_ref(), offset, out);
-    }
-}
 
-fn walk_value(value: &DeValue<'_>, offset: usize, out: &mut Vec<Segment>) {
-    match value {
-        DeValue::Table(t) => walk_table(t, offset, out),
-        DeValue::Array(items) => {
-            let found = items
-                .iter()
-                .enumerate()
-                .rfind(|(_, item)| item.span().start <= offset);
-            if let Some((i, item)) = found {
-                out.push(Segment::Index(i));
-                walk_value(item.get_ref(), offset, out);
+    fn table(&mut self, table: &DeTable<'_>, path: &mut Vec<Segment>) {
+        for (k, v) in table.iter() {
+            path.push(Segment::Key(k.get_ref().to_string()));
+            self.consider(k.span().start, path);
+            self.value(v.get_ref(), path);
+            path.pop();
+        }
+    }
+
+    fn value(&mut self, value: &DeValue<'_>, path: &mut Vec<Segment>) {
+        match value {
+            DeValue::Table(t) => self.table(t, path),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Segment::Index(i));
+                    self.consider(item.span().start, path);
+                    self.value(item.get_ref(), path);
+                    path.pop();
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -139,16 +139,19 @@ impl TryFrom<ConfigFile> for super::Config {
         if file.listeners.is_empty() {
             c.fail_at("listeners", "at least one [[listeners]] is required");
         }
-        let listeners: Vec<Listener> = c.key("listeners", |c| {
+        // Kept with their position in the file: a listener that failed validation leaves
+        // a gap, and later problems must still name the right `listeners[i]`.
+        let listeners: Vec<(usize, Listener)> = c.key("listeners", |c| {
             file.listeners
                 .iter()
                 .enumerate()
-                .filter_map(|(i, l)| c.at(Segment::Index(i), |c| listener(c, l, &target_groups)))
+                .filter_map(|(i, l)| c.at(Segment::Index(i), |c| listener(c, l, &target_groups)).map(|l| (i, l)))
                 .collect()
         });
         let mut names = HashSet::new();
         let mut binds = HashSet::new();
-        for (i, l) in listeners.iter().enumerate() {
+        for (i, l) in &listeners {
+            let i = *i;
             if !names.insert(l.name.clone()) {
                 c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("name", format!("duplicate listener name {:?}", l.name))));
             }
@@ -158,6 +161,7 @@ impl TryFrom<ConfigFile> for super::Config {
             }
         }
         if c.problems.is_empty() {
+            let listeners = listeners.into_iter().map(|(_, l)| l).collect();
             Ok(Config { admin, shutdown_timeout, listeners, target_groups })
         } else {
             Err(c.problems)
@@ -180,11 +184,15 @@ fn listener(c: &mut Check, l: &ListenerFile, groups: &BTreeMap<String, TargetGro
             .iter()
             .enumerate()
             .filter_map(|(i, r)| c.at(Segment::Index(i), |c| {
-                let rule = rule(c, r, groups)?;
-                if !priorities.insert(rule.priority) {
-                    c.fail_at("priority", format!("priority {} is used by another rule of this listener", rule.priority));
+                let rule = rule(c, r, groups);
+                // Checked on the raw priority, so a duplicate is reported even when the
+                // rule has other problems.
+                if let Some(p) = r.priority.filter(|p| (1..=50_000).contains(p)) {
+                    if !priorities.insert(p) {
+                        c.fail_at("priority", format!("priority {p} is used by another rule of this listener"));
+                    }
                 }
-                Some(rule)
+                rule
             }))
             .collect()
     });
