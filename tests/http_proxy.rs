@@ -19,9 +19,10 @@ async fn proxy_to(backend: &Backend, listener_extra: &str, group_extra: &str) ->
 
 /// Connects from `ip` (a 127.0.0.x address) so the proxy sees a distinctive client.
 async fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
+    let socket = TcpSocket::new_v4().expect("a socket");
+    let from = format!("{ip}:0").parse().expect("a loopback address");
+    socket.bind(from).expect("bound to the client address");
+    socket.connect(to).await.expect("connected to the proxy")
 }
 
 /// `1-` + 8 hex digits + `-` + 24 hex digits.
@@ -32,7 +33,7 @@ fn is_trace_id(id: &str) -> bool {
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
-    headers.get(name).map_or("", |v| v.to_str().unwrap())
+    headers.get(name).map_or("", |v| v.to_str().expect("an ASCII header value"))
 }
 
 #[tokio::test]
@@ -256,6 +257,7 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     let upload = started.elapsed();
 
     // Same connection, now a download.
+    sender.ready().await.expect("connection kept alive after the echo");
     let req = Request::get(format!("/bytes?n={LARGE}"))
         .header("host", "big.example")
         .body(Generated { chunk: Bytes::new(), left: 0 })
@@ -319,10 +321,17 @@ async fn idle_client_connection_is_closed_after_idle_timeout() {
 
     // Idle after a completed request, too.
     let mut used = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    let reply = raw_exchange_on(&mut used, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    assert_eq!(reply.status, 200);
-    assert!(!reply.closed, "open right after the response");
-    assert!(time_to_close(&mut used, Duration::from_secs(1)).await.is_some(), "closed once idle");
+    used.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    while !reply.ends_with(b"\r\n\r\none") {
+        let mut buf = [0u8; 1024];
+        let n = used.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the response: {:?}", String::from_utf8_lossy(&reply));
+        reply.extend_from_slice(&buf[..n]);
+    }
+    assert!(reply.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&reply));
+    let waited = time_to_close(&mut used, Duration::from_secs(1)).await.expect("closed once idle");
+    assert!(waited >= Duration::from_millis(200), "closed after only {waited:?}");
     proxy.stop().await;
 }
 
@@ -346,5 +355,56 @@ async fn slow_in_flight_request_outlives_the_idle_timeout() {
     let reply = raw_exchange_on(&mut stream, b"").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"abcdef");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn expect_continue_gets_100_then_the_answer() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    stream
+        .write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte)).await.expect("100 Continue in time").unwrap();
+        assert_eq!(n, 1, "closed before 100 Continue");
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&interim));
+    let reply = raw_exchange_on(&mut stream, b"hello").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.body, b"hello");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_websocket_is_closed_after_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let b = ws_echo_backend("ws").await;
+    let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
+    let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let url = format!("ws://{}/chat", proxy.addrs[0]);
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("handshake through the proxy");
+    // Busy for three idle periods: stays open.
+    for i in 0..9 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(1), ws.next()).await.expect("echo in time");
+        assert!(matches!(echo, Some(Ok(Message::Text(_)))), "message {i}: {echo:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Then silent: closed.
+    let started = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+    assert!(
+        matches!(end, Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_))))),
+        "idle WebSocket still open after {:?}: {end:?}",
+        started.elapsed()
+    );
     proxy.stop().await;
 }

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -15,7 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::idle::{Activity, IdleStream};
+use super::idle::{watch_idle, Activity, IdleStream};
 use crate::config::Limits;
 use crate::proxy::Proxy;
 use crate::routing::Routes;
@@ -64,20 +63,6 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, routes: Routes, ind
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// Resolves once the connection has been idle for `timeout`.
-async fn watch_idle(activity: &Activity, timeout: Duration) {
-    loop {
-        tokio::time::sleep_until(activity.idle_at(timeout)).await;
-        if activity.is_idle(timeout) {
-            return;
-        }
-        if activity.requests.load(Ordering::Relaxed) > 0 {
-            // A request is waiting on its target; look again after another period.
-            tokio::time::sleep(timeout).await;
-        }
-    }
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

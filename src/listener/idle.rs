@@ -101,3 +101,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+/// Resolves once the connection has been idle for `timeout`.
+pub(crate) async fn watch_idle(activity: &Activity, timeout: Duration) {
+    loop {
+        tokio::time::sleep_until(activity.idle_at(timeout)).await;
+        if activity.is_idle(timeout) {
+            return;
+        }
+        if activity.requests.load(Ordering::Relaxed) > 0 {
+            // A request is waiting on its target; look again after another period.
+            tokio::time::sleep(timeout).await;
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! its stop token fires, then drains its connections.
 
 pub mod http;
-mod idle;
+pub(crate) mod idle;
 
 use std::time::Duration;
 

@@ -26,6 +26,7 @@ pub use error::Error;
 use crate::balance::sticky;
 use crate::config::{self, Stickiness};
 use crate::routing::{self, Action, Routes};
+use crate::listener::idle::{watch_idle, Activity, IdleStream};
 use crate::target::InFlight;
 
 /// Serves the requests of one listener.
@@ -73,7 +74,7 @@ impl Proxy {
 
     async fn serve(&self, client: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
         let mut close = false;
-        let (forwarding, timeout) = {
+        let (forwarding, timeout, idle_timeout) = {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
             check_limits(&req, &listener.limits)?;
@@ -119,7 +120,7 @@ impl Proxy {
                         in_flight: target.begin(),
                         set_group_cookie: forward.stickiness.filter(|_| new_group_cookie),
                     };
-                    (forwarding, group.config.response_timeout)
+                    (forwarding, group.config.response_timeout, listener.idle_timeout)
                 }
             }
         };
@@ -145,17 +146,7 @@ impl Proxy {
             Some(client_upgrade) if switching => {
                 let target_upgrade = hyper::upgrade::on(&mut resp);
                 let in_flight = forwarding.in_flight;
-                tokio::spawn(async move {
-                    // The tunnel counts as one request in flight until both sides end.
-                    let _in_flight = in_flight;
-                    let (Ok(client_io), Ok(target_io)) = tokio::join!(client_upgrade, target_upgrade) else {
-                        return;
-                    };
-                    let (mut a, mut b) = (TokioIo::new(client_io), TokioIo::new(target_io));
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                        tracing::debug!(error = %e, "upgraded connection ended");
-                    }
-                });
+                tokio::spawn(tunnel(client_upgrade, target_upgrade, in_flight, idle_timeout));
                 Ok(resp.map(|_| Body::empty()))
             }
             _ => Ok(resp.map(|b| Body::Target(b, Some(forwarding.in_flight)))),
@@ -197,6 +188,34 @@ impl Proxy {
         }
         *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
         *req.version_mut() = group.upstream.version();
+    }
+}
+
+/// Carries an upgraded connection (WebSocket and the like) both ways until either side
+/// ends or no byte moves for the listener's idle timeout, as ALB closes idle WebSockets.
+/// The tunnel counts as one request in flight to its target until it ends.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    target: hyper::upgrade::OnUpgrade,
+    in_flight: InFlight,
+    idle_timeout: Duration,
+) {
+    let _in_flight = in_flight;
+    let (Ok(client_io), Ok(target_io)) = tokio::join!(client, target) else {
+        return;
+    };
+    let activity = Activity::new();
+    let mut client_io = IdleStream::new(TokioIo::new(client_io), Arc::clone(&activity));
+    let mut target_io = TokioIo::new(target_io);
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut client_io, &mut target_io) => {
+            if let Err(e) = copied {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        () = watch_idle(&activity, idle_timeout) => {
+            tracing::debug!("closing idle upgraded connection");
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Test kit: start ecslb on `127.0.0.1:0` from a TOML string, real backends on 127.0.0.x
 //! that count their hits, and small clients (hyper, raw TCP).
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -372,18 +372,24 @@ pub async fn try_get(url: &str) -> Option<Reply> {
     let resp = client().get(url.parse().ok()?).await.ok()?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.ok()?.to_bytes();
-    Some(Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Some(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// POST an empty body to `url` with a fresh client.
 pub async fn post(url: &str) -> Reply {
-    send(&client(), Request::post(url).body(Full::default()).unwrap()).await
+    let req = Request::post(url).body(Full::default()).expect("a valid request");
+    send(&client(), req).await
 }
 
 /// A port on 127.0.0.1 that was free a moment ago: bound, then released, so another
 /// process may take it first ([`start_binary`] retries when that happens).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    socket.local_addr().expect("a bound address").port()
 }
 
 /// The `ecslb` binary running `ecslb run -c FILE`; killed on drop if still running.
@@ -408,7 +414,7 @@ pub async fn start_binary(config: impl Fn(SocketAddr, SocketAddr) -> String) -> 
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config_path = dir.0.join("ecslb.toml");
-        std::fs::write(&config_path, config(addr, admin)).unwrap();
+        std::fs::write(&config_path, config(addr, admin)).expect("the config is written");
         let log_path = dir.0.join("ecslb.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
             .args(["run", "--workers", "2", "-c"])
@@ -418,14 +424,21 @@ pub async fn start_binary(config: impl Fn(SocketAddr, SocketAddr) -> String) -> 
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stderr(std::fs::File::create(&log_path).expect("the log file is created"))
             .spawn()
             .expect("the ecslb binary starts");
-        let mut binary = Binary { addr, admin, config_path, log_path, child, _dir: dir };
+        let mut binary = Binary {
+            addr,
+            admin,
+            config_path,
+            log_path,
+            child,
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if binary.child.try_wait().unwrap().is_some() {
-                break;
+            if let Ok(Some(_)) = binary.child.try_wait() {
+                break; // exited: a port was taken
             }
             // "ecslb started" is logged once both sockets are bound: only then is a 200
             // from the admin port ours and not another process's.
@@ -456,7 +469,7 @@ impl Binary {
 
     /// Rewrites the config file (the next SIGHUP reads it).
     pub fn write_config(&self, toml: &str) {
-        std::fs::write(&self.config_path, toml).unwrap();
+        std::fs::write(&self.config_path, toml).expect("the config is written");
     }
 
     /// Sends a signal by name (`"HUP"`, `"TERM"`) with `kill`.
@@ -473,7 +486,7 @@ impl Binary {
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
                 return Some(status);
             }
             if std::time::Instant::now() >= deadline {
@@ -644,6 +657,8 @@ pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply
     }
     if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
         body.truncate(len);
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        body = dechunk(&body);
     }
     let closed = eof
         || match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut chunk)).await {
@@ -685,4 +700,54 @@ discovery = {{ static = [{}] }}
 "#,
         targets.join(", ")
     )
+}
+
+/// The payload of a complete chunked body (extensions and trailers ignored).
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
+        let size = String::from_utf8_lossy(&raw[..eol]);
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        let data = &raw[eol + 2..];
+        out.extend_from_slice(&data[..size]);
+        raw = &data[size + 2..];
+    }
+    out
+}
+
+/// The in-flight count of every target (`"ip:port"` → count), from `GET /v1/targets`
+/// on the admin listener at `admin`.
+pub async fn in_flight(admin: SocketAddr) -> HashMap<String, u64> {
+    let r = get(&format!("http://{admin}/v1/targets")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let json: serde_json::Value = serde_json::from_str(&r.body).expect("/v1/targets is JSON");
+    let groups = json["target_groups"]
+        .as_array()
+        .expect("target_groups is a list");
+    groups
+        .iter()
+        .flat_map(|g| g["targets"].as_array().expect("targets is a list"))
+        .map(|t| {
+            let addr = t["target"].as_str().expect("target is a string");
+            (
+                addr.to_owned(),
+                t["in_flight"].as_u64().expect("in_flight is a number"),
+            )
+        })
+        .collect()
+}
+
+/// Polls `done` every 10 ms until it holds; panics naming `what` after 5 s.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
