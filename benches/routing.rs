@@ -48,14 +48,24 @@ fn lookup(c: &mut Criterion) {
             source_ip: [127, 0, 0, 1].into(),
         };
         let listener = table.listener(0);
-        assert!(listener.route(&req).1.is_some(), "the request matches a rule");
-        group.bench_with_input(BenchmarkId::new("match_last_prefix", rules), &req, |b, req| {
-            b.iter(|| black_box(listener.route(black_box(req))))
-        });
-        let miss = Request { path: "/nothing/here", ..req };
-        group.bench_with_input(BenchmarkId::new("default_action", rules), &miss, |b, req| {
-            b.iter(|| black_box(listener.route(black_box(req))))
-        });
+        assert!(
+            listener.route(&req).1.is_some(),
+            "the request matches a rule"
+        );
+        group.bench_with_input(
+            BenchmarkId::new("match_last_prefix", rules),
+            &req,
+            |b, req| b.iter(|| black_box(listener.route(black_box(req)))),
+        );
+        let miss = Request {
+            path: "/nothing/here",
+            ..req
+        };
+        group.bench_with_input(
+            BenchmarkId::new("default_action", rules),
+            &miss,
+            |b, req| b.iter(|| black_box(listener.route(black_box(req)))),
+        );
     }
     group.finish();
 }

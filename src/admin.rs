@@ -33,7 +33,9 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, stop: Cancell
             let reloader = Arc::clone(&reloader);
             async move { Ok::<_, Infallible>(handle(&reloader, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "admin connection ended with an error");
@@ -48,7 +50,9 @@ async fn handle(reloader: &Arc<Reloader>, req: Request<Incoming>) -> Response<Fu
         (&Method::GET, "/ready") if reloader.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/v1/routes") => json_response(StatusCode::OK, &routes(&reloader.config())),
-        (&Method::GET, "/v1/targets") => json_response(StatusCode::OK, &targets(&reloader.routes().load())),
+        (&Method::GET, "/v1/targets") => {
+            json_response(StatusCode::OK, &targets(&reloader.routes().load()))
+        }
         (&Method::POST, "/v1/reload") => {
             let r = Arc::clone(reloader);
             match tokio::task::spawn_blocking(move || r.reload()).await {
@@ -118,8 +122,10 @@ pub fn targets(table: &RouteTable) -> Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -128,7 +134,9 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
     body.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     resp
 }

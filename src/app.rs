@@ -39,7 +39,9 @@ impl App {
         }
         let admin = TcpListener::bind(config.admin.listen)
             .await
-            .with_context(|| format!("cannot bind the admin listener to {}", config.admin.listen))?;
+            .with_context(|| {
+                format!("cannot bind the admin listener to {}", config.admin.listen)
+            })?;
         let routes = Routes::new(RouteTable::build(&config, None));
         let reloader = Arc::new(Reloader {
             path: path.to_owned(),
@@ -47,12 +49,19 @@ impl App {
             config: Mutex::new(config),
             ready: AtomicBool::new(false),
         });
-        Ok(App { listeners, admin, reloader })
+        Ok(App {
+            listeners,
+            admin,
+            reloader,
+        })
     }
 
     /// The bound address of each listener, in config order.
     pub fn listener_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The bound address of the admin listener.
@@ -69,19 +78,30 @@ impl App {
     /// shutdown timeout for in-flight requests to finish.
     pub async fn run(self, stop: CancellationToken) {
         let routes = self.reloader.routes.clone();
-        let shutdown_timeout = self.reloader.config().shutdown_timeout;
         let mut serving = tokio::task::JoinSet::new();
         for (index, socket) in self.listeners.into_iter().enumerate() {
             let port = socket.local_addr().map_or(0, |a| a.port());
             let proxy = Arc::new(proxy::Proxy::new(routes.clone(), index, port));
             tracing::info!(listener = %routes.load().listener(index).name, addr = ?listener::http::local_addr(&socket), "listening");
-            serving.spawn(listener::http::serve(socket, proxy, routes.clone(), index, stop.clone()));
+            serving.spawn(listener::http::serve(
+                socket,
+                proxy,
+                routes.clone(),
+                index,
+                stop.clone(),
+            ));
         }
         let admin_stop = CancellationToken::new();
-        let admin = tokio::spawn(admin::serve(self.admin, Arc::clone(&self.reloader), admin_stop.clone()));
+        let admin = tokio::spawn(admin::serve(
+            self.admin,
+            Arc::clone(&self.reloader),
+            admin_stop.clone(),
+        ));
         self.reloader.ready.store(true, Ordering::Relaxed);
         stop.cancelled().await;
         self.reloader.ready.store(false, Ordering::Relaxed);
+        // Read at stop, not at start: a reload may have changed it since.
+        let shutdown_timeout = self.reloader.config().shutdown_timeout;
         tracing::info!(timeout = ?shutdown_timeout, "shutting down: draining in-flight requests");
         let drained = tokio::time::timeout(shutdown_timeout, async {
             while serving.join_next().await.is_some() {}
@@ -166,7 +186,10 @@ impl Reloader {
 
     /// The config currently in force.
     pub fn config(&self) -> Config {
-        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The route table handle.

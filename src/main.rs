@@ -63,7 +63,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
@@ -115,7 +117,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             l.desync_mitigation_mode
         );
         for r in &l.rules {
-            println!("  rule {:>5}: {} -> {}", r.priority, serde_json::to_string(&r.conditions)?, describe(&r.action));
+            println!(
+                "  rule {:>5}: {} -> {}",
+                r.priority,
+                serde_json::to_string(&r.conditions)?,
+                describe(&r.action)
+            );
         }
         println!("  default: {}", describe(&l.default_action));
     }
@@ -137,13 +144,28 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 fn describe(action: &Action) -> String {
     match action {
         Action::Forward { groups, stickiness } => {
-            let groups: Vec<String> = groups.iter().map(|g| format!("{}:{}", g.group, g.weight)).collect();
+            let groups: Vec<String> = groups
+                .iter()
+                .map(|g| format!("{}:{}", g.group, g.weight))
+                .collect();
             match stickiness {
-                Some(d) => format!("forward [{}] (group stickiness {})", groups.join(", "), humantime::format_duration(*d)),
+                Some(d) => format!(
+                    "forward [{}] (group stickiness {})",
+                    groups.join(", "),
+                    humantime::format_duration(*d)
+                ),
                 None => format!("forward [{}]", groups.join(", ")),
             }
         }
-        Action::Redirect(r) => format!("redirect {} {}://{}:{}{}?{}", r.status, r.protocol, r.host, r.port, r.path, r.query),
-        Action::FixedResponse(f) => format!("fixed_response {} {} ({} bytes)", f.status, f.content_type, f.body.len()),
+        Action::Redirect(r) => format!(
+            "redirect {} {}://{}:{}{}?{}",
+            r.status, r.protocol, r.host, r.port, r.path, r.query
+        ),
+        Action::FixedResponse(f) => format!(
+            "fixed_response {} {} ({} bytes)",
+            f.status,
+            f.content_type,
+            f.body.len()
+        ),
     }
 }

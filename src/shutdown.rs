@@ -8,8 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Reloader;
 
-/// Watches signals until SIGTERM or SIGINT, which cancels `stop`.
-pub async fn watch_signals(stop: CancellationToken, reloader: Arc<Reloader>) -> std::io::Result<()> {
+/// Watches signals: SIGHUP reloads; SIGTERM or SIGINT cancels `stop` (graceful drain);
+/// a second SIGTERM or SIGINT during the drain exits the process at once.
+pub async fn watch_signals(
+    stop: CancellationToken,
+    reloader: Arc<Reloader>,
+) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -24,7 +28,12 @@ pub async fn watch_signals(stop: CancellationToken, reloader: Arc<Reloader>) -> 
             }
         }
     }
-    tracing::info!("stop signal received");
+    tracing::info!("stop signal received; a second one exits at once");
     stop.cancel();
-    Ok(())
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second stop signal: exiting without waiting for in-flight requests");
+    std::process::exit(1);
 }

@@ -25,9 +25,19 @@ fn problems(text: &str) -> Vec<String> {
 fn assert_problems(problems: &[String], expected: &[&str]) {
     for want in expected {
         let found = problems.iter().filter(|p| p.starts_with(want)).count();
-        assert_eq!(found, 1, "want one problem starting {want:?}, got:\n{}", problems.join("\n"));
+        assert_eq!(
+            found,
+            1,
+            "want one problem starting {want:?}, got:\n{}",
+            problems.join("\n")
+        );
     }
-    assert_eq!(problems.len(), expected.len(), "unexpected problems:\n{}", problems.join("\n"));
+    assert_eq!(
+        problems.len(),
+        expected.len(),
+        "unexpected problems:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// A file with seven problems of five kinds spread over rules and target groups.
@@ -68,7 +78,10 @@ const INVALID_PROBLEMS: [&str; 7] = [
 ];
 
 fn invalid_problems(file: &str) -> Vec<String> {
-    INVALID_PROBLEMS.iter().map(|p| p.replacen("FILE", file, 1)).collect()
+    INVALID_PROBLEMS
+        .iter()
+        .map(|p| p.replacen("FILE", file, 1))
+        .collect()
 }
 
 #[test]
@@ -95,7 +108,10 @@ fn load_names_the_file_it_read_in_every_problem() {
 fn load_of_a_missing_file_says_it_cannot_be_read() {
     let err = Config::load(Path::new("/nonexistent/ecslb.toml")).unwrap_err();
     assert_eq!(err.problems.len(), 1);
-    assert!(err.problems[0].starts_with("/nonexistent/ecslb.toml: cannot read"), "{err}");
+    assert!(
+        err.problems[0].starts_with("/nonexistent/ecslb.toml: cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -260,13 +276,19 @@ max_headers = "many"
 "#;
     let p = problems(text);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("bad.toml:12: listeners[0].rules[1].priority: invalid type"), "{p:?}");
+    assert!(
+        p[0].starts_with("bad.toml:12: listeners[0].rules[1].priority: invalid type"),
+        "{p:?}"
+    );
 
     // A `[[listeners]]` element that comes after other tables is still found.
     let later = text.replace("priority = \"ten\"", "priority = 2");
     let p = problems(&later);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].starts_with("bad.toml:23: listeners[1].max_headers: invalid type"), "{p:?}");
+    assert!(
+        p[0].starts_with("bad.toml:23: listeners[1].max_headers: invalid type"),
+        "{p:?}"
+    );
 }
 
 /// Runs the `ecslb` binary with `args`, with no config or log settings from the environment.
@@ -297,20 +319,43 @@ fn repo_file(relative: &str) -> PathBuf {
 /// `ecslb check -c path` succeeds and prints every listener, rule and target group the
 /// library loads from `path`; returns what it printed.
 fn assert_check_prints_the_config(path: &Path) -> String {
-    let config = Config::load(path).unwrap_or_else(|e| panic!("{} is invalid:\n{e}", path.display()));
+    let config =
+        Config::load(path).unwrap_or_else(|e| panic!("{} is invalid:\n{e}", path.display()));
     let out = ecslb(&["check", "-c", path.to_str().unwrap()]);
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{text}\nstderr:\n{}", stderr(&out));
-    assert!(text.starts_with(&format!("{}: ok\n", path.display())), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{text}\nstderr:\n{}",
+        stderr(&out)
+    );
+    assert!(
+        text.starts_with(&format!("{}: ok\n", path.display())),
+        "{text}"
+    );
     for l in &config.listeners {
-        assert!(text.contains(&format!("listener {:?} Http on {}", l.name, l.bind)), "{text}");
+        assert!(
+            text.contains(&format!("listener {:?} Http on {}", l.name, l.bind)),
+            "{text}"
+        );
         for r in &l.rules {
-            assert!(text.contains(&format!("  rule {:>5}: ", r.priority)), "rule {}: {text}", r.priority);
+            assert!(
+                text.contains(&format!("  rule {:>5}: ", r.priority)),
+                "rule {}: {text}",
+                r.priority
+            );
         }
     }
-    assert_eq!(text.matches("  default: ").count(), config.listeners.len(), "{text}");
+    assert_eq!(
+        text.matches("  default: ").count(),
+        config.listeners.len(),
+        "{text}"
+    );
     for name in config.target_groups.keys() {
-        assert!(text.contains(&format!("target group {name:?}: ")), "{name}: {text}");
+        assert!(
+            text.contains(&format!("target group {name:?}: ")),
+            "{name}: {text}"
+        );
     }
     text
 }
@@ -349,7 +394,9 @@ fn check_rejects_an_invalid_file_and_prints_every_located_problem() {
     assert_eq!(stdout(&out), "", "nothing on stdout for an invalid file");
     let err = stderr(&out);
     for want in invalid_problems(&path.display().to_string()) {
-        let found = err.lines().any(|l| l.trim_start_matches("error: ").starts_with(&want));
+        let found = err
+            .lines()
+            .any(|l| l.trim_start_matches("error: ").starts_with(&want));
         assert!(found, "missing {want:?} in:\n{err}");
     }
 }
@@ -358,22 +405,45 @@ fn check_rejects_an_invalid_file_and_prints_every_located_problem() {
 fn check_of_a_missing_file_exits_1() {
     let out = ecslb(&["check", "-c", "/nonexistent/ecslb.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("/nonexistent/ecslb.toml: cannot read"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/ecslb.toml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn help_mentions_every_flag_where_it_applies() {
     let cases: [(&[&str], &[&str]); 3] = [
-        (&["--help"], &["run", "check", "--log-format", "--log-level", "--version"]),
-        (&["run", "--help"], &["--config", "-c,", "--workers", "--log-format", "--log-level"]),
-        (&["check", "--help"], &["--config", "-c,", "--log-format", "--log-level"]),
+        (
+            &["--help"],
+            &["run", "check", "--log-format", "--log-level", "--version"],
+        ),
+        (
+            &["run", "--help"],
+            &[
+                "--config",
+                "-c,",
+                "--workers",
+                "--log-format",
+                "--log-level",
+            ],
+        ),
+        (
+            &["check", "--help"],
+            &["--config", "-c,", "--log-format", "--log-level"],
+        ),
     ];
     for (args, flags) in cases {
         let out = ecslb(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         let text = stdout(&out);
         for flag in flags {
-            assert!(text.contains(flag), "`ecslb {}` does not mention {flag}:\n{text}", args.join(" "));
+            assert!(
+                text.contains(flag),
+                "`ecslb {}` does not mention {flag}:\n{text}",
+                args.join(" ")
+            );
         }
     }
 }

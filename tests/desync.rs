@@ -144,10 +144,14 @@ async fn run_mode(mode: &'static str, pick: Expected) -> Vec<String> {
         b.reset_hits();
         let want = pick(case);
         let reply = raw_exchange(proxy.addrs[0], case.request).await;
-        let close_header = reply.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close_header = reply
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let got = match (reply.status, reply.closed, b.hits()) {
             (200, false, 1) if !close_header && reply.body == case.echoed => Some(Forwarded),
-            (200, true, 1) if close_header && reply.body == case.echoed => Some(ForwardedThenClosed),
+            (200, true, 1) if close_header && reply.body == case.echoed => {
+                Some(ForwardedThenClosed)
+            }
             (400, true, 0) => Some(Blocked),
             _ => None,
         };
@@ -165,7 +169,10 @@ async fn run_mode(mode: &'static str, pick: Expected) -> Vec<String> {
         // Whatever the request did, the listener still serves.
         let after = raw_exchange(proxy.addrs[0], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
         if after.status != 200 {
-            failures.push(format!("{mode} / {}: next request got {}", case.name, after.status));
+            failures.push(format!(
+                "{mode} / {}: next request got {}",
+                case.name, after.status
+            ));
         }
     }
     proxy.stop().await;
@@ -179,11 +186,12 @@ async fn each_mode_treats_each_tier_as_alb_documents() {
         ("defensive", |c| c.defensive),
         ("strictest", |c| c.strictest),
     ];
-    let failures: Vec<String> = join_all(modes.into_iter().map(|(mode, pick)| run_mode(mode, pick)))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let failures: Vec<String> =
+        join_all(modes.into_iter().map(|(mode, pick)| run_mode(mode, pick)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
@@ -198,8 +206,15 @@ async fn defensive_is_the_default_mode() {
     .await;
     assert_eq!((severe.status, severe.closed, b.hits()), (400, true, 0));
     assert_eq!(severe.header("connection"), Some("close"));
-    let ambiguous = raw_exchange(proxy.addrs[0], b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n").await;
-    assert_eq!((ambiguous.status, ambiguous.closed, b.hits()), (200, true, 1));
+    let ambiguous = raw_exchange(
+        proxy.addrs[0],
+        b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (ambiguous.status, ambiguous.closed, b.hits()),
+        (200, true, 1)
+    );
     assert_eq!(ambiguous.header("connection"), Some("close"));
     proxy.stop().await;
 }
@@ -208,9 +223,15 @@ async fn defensive_is_the_default_mode() {
 async fn ambiguous_request_does_not_reuse_the_target_connection() {
     let b = backend("one").await;
     let proxy = start_proxy(&one_group_config(&[b.addr], "", "")).await;
-    raw_exchange(proxy.addrs[0], b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n").await;
+    raw_exchange(
+        proxy.addrs[0],
+        b"POST /echo-body HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
+    )
+    .await;
     let seen = b.last_headers();
-    let connection = seen.get("connection").map(|v| v.to_str().unwrap().to_ascii_lowercase());
+    let connection = seen
+        .get("connection")
+        .map(|v| v.to_str().unwrap().to_ascii_lowercase());
     assert_eq!(connection.as_deref(), Some("close"), "target saw {seen:?}");
     proxy.stop().await;
 }
@@ -225,7 +246,12 @@ async fn chunked_request_with_content_length_is_reframed_and_its_connection_clos
     // target gets one unambiguous framing (chunked, no Content-Length) and the client
     // connection is closed after the response, as ALB does for Ambiguous requests.
     let b = backend("one").await;
-    let proxy = start_proxy(&one_group_config(&[b.addr], "desync_mitigation_mode = \"strictest\"", "")).await;
+    let proxy = start_proxy(&one_group_config(
+        &[b.addr],
+        "desync_mitigation_mode = \"strictest\"",
+        "",
+    ))
+    .await;
     let reply = raw_exchange(
         proxy.addrs[0],
         b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -233,6 +259,9 @@ async fn chunked_request_with_content_length_is_reframed_and_its_connection_clos
     .await;
     assert_eq!((reply.status, reply.closed, b.hits()), (200, true, 1));
     assert_eq!(reply.body, b"hello");
-    assert!(!b.last_headers().contains_key("content-length"), "the target saw one framing only");
+    assert!(
+        !b.last_headers().contains_key("content-length"),
+        "the target saw one framing only"
+    );
     proxy.stop().await;
 }

@@ -78,7 +78,11 @@ async fn slow_target_gets_504_after_the_response_timeout() {
     let started = Instant::now();
     let status = status_through(&[b.addr], "response_timeout = \"200ms\"", "/slow?ms=2000").await;
     assert_eq!(status, 504);
-    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -137,25 +141,77 @@ async fn malformed_and_oversized_requests_are_refused_without_reaching_the_targe
         "a".repeat(1500),
         "b".repeat(1500)
     );
-    let huge_headers = format!("GET / HTTP/1.1\r\nHost: a\r\nx-huge: {}\r\n\r\n", "c".repeat(20_000));
+    let huge_headers = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nx-huge: {}\r\n\r\n",
+        "c".repeat(20_000)
+    );
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "u".repeat(1000));
     // (case, request, status, connection closed after the answer)
     let cases: Vec<(&str, Vec<u8>, u16, bool)> = vec![
-        ("malformed request line", b"NOT A REQUEST\r\n\r\n".to_vec(), 400, true),
-        ("request line without a version", b"GET /\r\nHost: a\r\n\r\n".to_vec(), 400, true),
-        ("header line without a colon", b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec(), 400, true),
-        ("3 KB of headers over a 2 KB limit", big_headers.into_bytes(), 431, true),
-        ("headers larger than the parser's buffer", huge_headers.into_bytes(), 431, true),
+        (
+            "malformed request line",
+            b"NOT A REQUEST\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "request line without a version",
+            b"GET /\r\nHost: a\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "header line without a colon",
+            b"GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec(),
+            400,
+            true,
+        ),
+        (
+            "3 KB of headers over a 2 KB limit",
+            big_headers.into_bytes(),
+            431,
+            true,
+        ),
+        (
+            "headers larger than the parser's buffer",
+            huge_headers.into_bytes(),
+            431,
+            true,
+        ),
         ("one header over max_headers", many_headers(20), 431, true),
-        ("far more headers than max_headers", many_headers(200), 431, true),
-        ("1 KB URI over a 256 B limit", long_uri.into_bytes(), 414, true),
+        (
+            "far more headers than max_headers",
+            many_headers(200),
+            431,
+            true,
+        ),
+        (
+            "1 KB URI over a 256 B limit",
+            long_uri.into_bytes(),
+            414,
+            true,
+        ),
         // Well framed, so the connection may stay open.
-        ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n".to_vec(), 400, false),
-        ("HTTP/1.1 with an empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n".to_vec(), 400, false),
+        (
+            "HTTP/1.1 without Host",
+            b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "HTTP/1.1 with an empty Host",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
     ];
     for (name, request, status, closed) in cases {
         let reply = raw_exchange(proxy.addrs[0], &request).await;
-        assert_eq!((reply.status, reply.closed), (status, closed), "{name}: (status, closed)");
+        assert_eq!(
+            (reply.status, reply.closed),
+            (status, closed),
+            "{name}: (status, closed)"
+        );
         assert_eq!(b.hits(), 0, "{name}: the request reached the target");
         let r = get(&proxy.url("/")).await;
         assert_eq!(r.status, 200, "{name}: the proxy still serves");

@@ -14,7 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 async fn proxy_to(backend: &Backend, listener_extra: &str, group_extra: &str) -> Proxy {
-    start_proxy(&one_group_config(&[backend.addr], listener_extra, group_extra)).await
+    start_proxy(&one_group_config(
+        &[backend.addr],
+        listener_extra,
+        group_extra,
+    ))
+    .await
 }
 
 /// Connects from `ip` (a 127.0.0.x address) so the proxy sees a distinctive client.
@@ -33,7 +38,9 @@ fn is_trace_id(id: &str) -> bool {
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
-    headers.get(name).map_or("", |v| v.to_str().expect("an ASCII header value"))
+    headers
+        .get(name)
+        .map_or("", |v| v.to_str().expect("an ASCII header value"))
 }
 
 #[tokio::test]
@@ -50,14 +57,26 @@ async fn forwarding_headers_are_added_as_alb_does() {
     let seen = b.last_headers();
     assert_eq!(header(&seen, "x-forwarded-for"), "203.0.113.7, 127.0.0.5");
     assert_eq!(header(&seen, "x-forwarded-proto"), "http");
-    assert_eq!(header(&seen, "x-forwarded-port"), proxy.addrs[0].port().to_string());
-    assert_eq!(header(&seen, "host"), "app.example.com", "Host is the client's, not the target's");
+    assert_eq!(
+        header(&seen, "x-forwarded-port"),
+        proxy.addrs[0].port().to_string()
+    );
+    assert_eq!(
+        header(&seen, "host"),
+        "app.example.com",
+        "Host is the client's, not the target's"
+    );
     let trace = header(&seen, "x-amzn-trace-id");
-    let root = trace.strip_prefix("Root=").unwrap_or_else(|| panic!("trace id {trace:?}"));
+    let root = trace
+        .strip_prefix("Root=")
+        .unwrap_or_else(|| panic!("trace id {trace:?}"));
     assert!(is_trace_id(root), "trace id {trace:?}");
     // /echo-headers shows the same headers in its body.
     let body = String::from_utf8(reply.body).unwrap();
-    assert!(body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.5\n"), "{body}");
+    assert!(
+        body.contains("x-forwarded-for: 203.0.113.7, 127.0.0.5\n"),
+        "{body}"
+    );
     proxy.stop().await;
 }
 
@@ -70,9 +89,13 @@ async fn client_trace_id_gets_a_self_field() {
     assert_eq!(r.status, 200);
     let seen = b.last_headers();
     let trace = header(&seen, "x-amzn-trace-id");
-    let (self_field, rest) = trace.split_once(';').unwrap_or_else(|| panic!("trace id {trace:?}"));
+    let (self_field, rest) = trace
+        .split_once(';')
+        .unwrap_or_else(|| panic!("trace id {trace:?}"));
     assert_eq!(rest, client_trace);
-    let self_id = self_field.strip_prefix("Self=").unwrap_or_else(|| panic!("trace id {trace:?}"));
+    let self_id = self_field
+        .strip_prefix("Self=")
+        .unwrap_or_else(|| panic!("trace id {trace:?}"));
     assert!(is_trace_id(self_id), "trace id {trace:?}");
     proxy.stop().await;
 }
@@ -88,11 +111,24 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     .await;
     assert_eq!(reply.status, 200);
     let seen = b.last_headers();
-    for name in ["x-secret", "keep-alive", "te", "proxy-connection", "upgrade"] {
-        assert!(!seen.contains_key(name), "{name} reached the target: {seen:?}");
+    for name in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.contains_key(name),
+            "{name} reached the target: {seen:?}"
+        );
     }
     assert!(
-        seen.get_all("connection").iter().all(|v| !v.to_str().unwrap().to_ascii_lowercase().contains("x-secret")),
+        seen.get_all("connection").iter().all(|v| !v
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("x-secret")),
         "{seen:?}"
     );
     assert_eq!(header(&seen, "x-kept"), "yes");
@@ -105,11 +141,24 @@ async fn h2c_client_reaches_http1_and_http2_targets() {
     let b = backend("one").await;
     for (group_extra, want) in [("", "HTTP/1.1"), ("protocol_version = \"http2\"", "HTTP/2")] {
         let proxy = proxy_to(&b, "", group_extra).await;
-        let r = send(&h2_client(), Request::get(proxy.url("/version")).body(Default::default()).unwrap()).await;
+        let r = send(
+            &h2_client(),
+            Request::get(proxy.url("/version"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(r.status, 200);
-        assert!(r.body.starts_with(want), "{group_extra:?}: target saw {:?}", r.body);
+        assert!(
+            r.body.starts_with(want),
+            "{group_extra:?}: target saw {:?}",
+            r.body
+        );
         // The target needs a Host even though an h2 client sends only :authority.
-        assert_eq!(header(&b.last_headers(), "host"), proxy.addrs[0].to_string());
+        assert_eq!(
+            header(&b.last_headers(), "host"),
+            proxy.addrs[0].to_string()
+        );
         proxy.stop().await;
     }
 }
@@ -127,7 +176,11 @@ async fn http1_client_reaches_an_http2_target() {
 
 #[tokio::test]
 async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("curl not installed; skipping");
         return;
     }
@@ -136,14 +189,26 @@ async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
     let url = proxy.url("/version");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", &url])
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--http2-prior-knowledge",
+                "-w",
+                "\n%{http_version} %{http_code}",
+                &url,
+            ])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (body, meta) = stdout.rsplit_once('\n').unwrap();
     assert_eq!(meta, "2 200", "curl's HTTP version and status");
     assert!(body.starts_with("HTTP/2"), "target saw {body:?}");
@@ -159,7 +224,9 @@ async fn websocket_messages_echo_through_the_proxy() {
     let proxy = proxy_to(&b, "", "").await;
     let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
     let url = format!("ws://{}/chat", proxy.addrs[0]);
-    let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("handshake through the proxy");
+    let (mut ws, resp) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .expect("handshake through the proxy");
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     let messages = [
         Message::text("hello"),
@@ -172,7 +239,11 @@ async fn websocket_messages_echo_through_the_proxy() {
         ws.send(msg.clone()).await.unwrap();
     }
     for want in &messages {
-        let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time").unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
         assert_eq!(&got, want);
     }
     ws.close(None).await.unwrap();
@@ -243,7 +314,9 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     let started = Instant::now();
 
     let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let chunk = Bytes::from(vec![b'y'; 256 * 1024]);
     let req = Request::post("/echo-body")
@@ -257,10 +330,16 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     let upload = started.elapsed();
 
     // Same connection, now a download.
-    sender.ready().await.expect("connection kept alive after the echo");
+    sender
+        .ready()
+        .await
+        .expect("connection kept alive after the echo");
     let req = Request::get(format!("/bytes?n={LARGE}"))
         .header("host", "big.example")
-        .body(Generated { chunk: Bytes::new(), left: 0 })
+        .body(Generated {
+            chunk: Bytes::new(),
+            left: 0,
+        })
         .unwrap();
     let resp = sender.send_request(req).await.expect("download response");
     assert_eq!(resp.status(), 200);
@@ -275,7 +354,11 @@ async fn large_bodies_stream_both_ways_without_buffering() {
         peak >> 20,
         after >> 20
     );
-    assert!(peak - before < RSS_BUDGET, "RSS grew by {} MiB", (peak - before) >> 20);
+    assert!(
+        peak - before < RSS_BUDGET,
+        "RSS grew by {} MiB",
+        (peak - before) >> 20
+    );
     proxy.stop().await;
 }
 
@@ -284,11 +367,19 @@ async fn two_requests_share_one_client_connection() {
     let b = backend("one").await;
     let proxy = proxy_to(&b, "", "").await;
     let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     let conn = tokio::spawn(conn);
     for path in ["/", "/echo-headers"] {
-        let req = Request::get(path).header("host", "a.example").body(Empty::<Bytes>::new()).unwrap();
-        let resp = sender.send_request(req).await.expect("request on the kept-alive connection");
+        let req = Request::get(path)
+            .header("host", "a.example")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender
+            .send_request(req)
+            .await
+            .expect("request on the kept-alive connection");
         assert_eq!(resp.status(), 200, "{path}");
         resp.into_body().collect().await.unwrap();
     }
@@ -316,22 +407,42 @@ async fn idle_client_connection_is_closed_after_idle_timeout() {
     let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
 
     let mut silent = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    let waited = time_to_close(&mut silent, Duration::from_secs(1)).await.expect("closed within 1s");
-    assert!(waited >= Duration::from_millis(250), "closed after only {waited:?}");
+    let waited = time_to_close(&mut silent, Duration::from_secs(1))
+        .await
+        .expect("closed within 1s");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after only {waited:?}"
+    );
 
     // Idle after a completed request, too.
     let mut used = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    used.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    used.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     let mut reply = Vec::new();
     while !reply.ends_with(b"\r\n\r\none") {
         let mut buf = [0u8; 1024];
         let n = used.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the response: {:?}", String::from_utf8_lossy(&reply));
+        assert!(
+            n > 0,
+            "closed before the response: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
         reply.extend_from_slice(&buf[..n]);
     }
-    assert!(reply.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&reply));
-    let waited = time_to_close(&mut used, Duration::from_secs(1)).await.expect("closed once idle");
-    assert!(waited >= Duration::from_millis(200), "closed after only {waited:?}");
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    let waited = time_to_close(&mut used, Duration::from_secs(1))
+        .await
+        .expect("closed once idle");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "closed after only {waited:?}"
+    );
     proxy.stop().await;
 }
 
@@ -340,14 +451,21 @@ async fn slow_in_flight_request_outlives_the_idle_timeout() {
     let b = backend("one").await;
     let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
     let started = Instant::now();
-    let reply = raw_exchange(proxy.addrs[0], b"GET /slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let reply = raw_exchange(
+        proxy.addrs[0],
+        b"GET /slow?ms=800 HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"one");
     assert!(started.elapsed() >= Duration::from_millis(800));
 
     // A request that is still being sent is activity as well.
     let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
-    stream.write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .unwrap();
     for byte in b"abcdef" {
         tokio::time::sleep(Duration::from_millis(150)).await;
         stream.write_all(&[*byte]).await.unwrap();
@@ -370,11 +488,18 @@ async fn expect_continue_gets_100_then_the_answer() {
     let mut interim = Vec::new();
     while !interim.ends_with(b"\r\n\r\n") {
         let mut byte = [0u8; 1];
-        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte)).await.expect("100 Continue in time").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte))
+            .await
+            .expect("100 Continue in time")
+            .unwrap();
         assert_eq!(n, 1, "closed before 100 Continue");
         interim.push(byte[0]);
     }
-    assert!(interim.starts_with(b"HTTP/1.1 100"), "{:?}", String::from_utf8_lossy(&interim));
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&interim)
+    );
     let reply = raw_exchange_on(&mut stream, b"hello").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, b"hello");
@@ -390,12 +515,19 @@ async fn idle_websocket_is_closed_after_idle_timeout() {
     let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;
     let stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
     let url = format!("ws://{}/chat", proxy.addrs[0]);
-    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("handshake through the proxy");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .expect("handshake through the proxy");
     // Busy for three idle periods: stays open.
     for i in 0..9 {
         ws.send(Message::text(format!("ping {i}"))).await.unwrap();
-        let echo = tokio::time::timeout(Duration::from_secs(1), ws.next()).await.expect("echo in time");
-        assert!(matches!(echo, Some(Ok(Message::Text(_)))), "message {i}: {echo:?}");
+        let echo = tokio::time::timeout(Duration::from_secs(1), ws.next())
+            .await
+            .expect("echo in time");
+        assert!(
+            matches!(echo, Some(Ok(Message::Text(_)))),
+            "message {i}: {echo:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then silent: closed.

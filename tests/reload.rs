@@ -3,9 +3,7 @@
 //! located errors and the running config stays.
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -56,28 +54,7 @@ async fn json(url: &str) -> Value {
     let r = get(url).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.headers["content-type"], "application/json");
-    serde_json::from_str(&r.body).unwrap()
-}
-
-/// The in-flight count of each target, from `/v1/targets`.
-async fn in_flight(proxy: &Proxy) -> HashMap<String, u64> {
-    let json = json(&proxy.admin_url("/v1/targets")).await;
-    json["target_groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|g| g["targets"].as_array().unwrap().iter())
-        .map(|t| (t["target"].as_str().unwrap().to_owned(), t["in_flight"].as_u64().unwrap()))
-        .collect()
-}
-
-/// Polls until `done` holds, or panics after 5 s.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    serde_json::from_str(&r.body).expect("a JSON body")
 }
 
 #[tokio::test]
@@ -88,7 +65,10 @@ async fn reload_applies_a_changed_fixed_response_body() {
     proxy.write_config(&config("after", false, &[&b]));
     let r = reload(&proxy).await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(serde_json::from_str::<Value>(&r.body).unwrap()["result"], "reloaded");
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["result"],
+        "reloaded"
+    );
     assert_eq!(get(&proxy.url("/fixed")).await.body, "after");
     proxy.stop().await;
 }
@@ -107,7 +87,11 @@ async fn reload_adds_a_rule() {
 
 #[tokio::test]
 async fn reload_moves_a_group_to_new_static_targets() {
-    let (one, two, three) = (backend("one").await, backend("two").await, backend("three").await);
+    let (one, two, three) = (
+        backend("one").await,
+        backend("two").await,
+        backend("three").await,
+    );
     let proxy = start_proxy(&config("fixed", false, &[&one])).await;
     assert_eq!(get(&proxy.url("/")).await.body, "one");
     proxy.write_config(&config("fixed", false, &[&two, &three]));
@@ -130,8 +114,14 @@ async fn invalid_config_is_rejected_with_located_errors_and_the_running_one_keep
     let proxy = start_proxy(&good).await;
     let bad = good
         .replace(r#"body = "before""#, r#"body = "after""#)
-        .replace(r#"algorithm = "round_robin""#, "algorithm = \"fastest\"\nretries = 3")
-        .replace(r#"bind = "127.0.0.1:0""#, "bind = \"127.0.0.1:0\"\nidle_timeout = \"soon\"");
+        .replace(
+            r#"algorithm = "round_robin""#,
+            "algorithm = \"fastest\"\nretries = 3",
+        )
+        .replace(
+            r#"bind = "127.0.0.1:0""#,
+            "bind = \"127.0.0.1:0\"\nidle_timeout = \"soon\"",
+        );
     proxy.write_config(&bad);
     let line_of = |needle: &str| 1 + bad.lines().position(|l| l.starts_with(needle)).unwrap();
     let file = display(&proxy.config_path);
@@ -140,14 +130,22 @@ async fn invalid_config_is_rejected_with_located_errors_and_the_running_one_keep
     assert_eq!(r.status, 400, "{r:?}");
     let body: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["result"], "rejected");
-    let errors: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let errors: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
     for (needle, field) in [
         ("algorithm", "target_groups.g.algorithm"),
         ("retries", "target_groups.g.retries"),
         ("idle_timeout", "listeners[0].idle_timeout"),
     ] {
         let prefix = format!("{file}:{}: {field}: ", line_of(needle));
-        assert!(errors.iter().any(|e| e.starts_with(&prefix)), "no error starting {prefix:?} in {errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(&prefix)),
+            "no error starting {prefix:?} in {errors:#?}"
+        );
     }
     assert_eq!(errors.len(), 3, "{errors:#?}");
 
@@ -166,9 +164,15 @@ async fn unparsable_config_is_rejected_with_its_line() {
     let r = reload(&proxy).await;
     assert_eq!(r.status, 400, "{r:?}");
     let body: Value = serde_json::from_str(&r.body).unwrap();
-    let line = 1 + bad.lines().position(|l| l.starts_with("[target_groups.g")).unwrap();
+    let line = 1 + bad
+        .lines()
+        .position(|l| l.starts_with("[target_groups.g"))
+        .unwrap();
     let error = body["errors"][0].as_str().unwrap();
-    assert!(error.starts_with(&format!("{}:{line}: ", display(&proxy.config_path))), "{error}");
+    assert!(
+        error.starts_with(&format!("{}:{line}: ", display(&proxy.config_path))),
+        "{error}"
+    );
     assert_eq!(get(&proxy.url("/fixed")).await.body, "before");
     proxy.stop().await;
 }
@@ -178,13 +182,18 @@ async fn reload_refuses_to_rebind_a_listener() {
     let b = backend("one").await;
     let good = config("before", false, &[&b]);
     let proxy = start_proxy(&good).await;
-    let moved = good.replace(r#"bind = "127.0.0.1:0""#, r#"bind = "127.0.0.1:1""#).replace("before", "after");
+    let moved = good
+        .replace(r#"bind = "127.0.0.1:0""#, r#"bind = "127.0.0.1:1""#)
+        .replace("before", "after");
     proxy.write_config(&moved);
     let r = reload(&proxy).await;
     assert_eq!(r.status, 400, "{r:?}");
     let body: Value = serde_json::from_str(&r.body).unwrap();
     let error = body["errors"][0].as_str().unwrap();
-    assert!(error.contains("listeners[0]") && error.contains("restart"), "{error}");
+    assert!(
+        error.contains("listeners[0]") && error.contains("restart"),
+        "{error}"
+    );
     assert_eq!(get(&proxy.url("/fixed")).await.body, "before");
     proxy.stop().await;
 }
@@ -214,8 +223,12 @@ async fn reloads_under_continuous_load_fail_no_request() {
                         Ok(resp) => {
                             let status = resp.status();
                             let body = http_body_util::BodyExt::collect(resp.into_body()).await;
-                            let body = body.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned());
-                            replies.push(format!("{status} {}", body.unwrap_or_else(|e| format!("body error: {e}"))));
+                            let body =
+                                body.map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned());
+                            replies.push(format!(
+                                "{status} {}",
+                                body.unwrap_or_else(|e| format!("body error: {e}"))
+                            ));
                         }
                         Err(e) => replies.push(format!("request error: {e}")),
                     }
@@ -235,9 +248,17 @@ async fn reloads_under_continuous_load_fail_no_request() {
     for l in load {
         replies.extend(l.await.unwrap());
     }
-    let expected: Vec<String> = backends.iter().map(|b| format!("200 OK {}", b.name)).collect();
+    let expected: Vec<String> = backends
+        .iter()
+        .map(|b| format!("200 OK {}", b.name))
+        .collect();
     let failed: Vec<&String> = replies.iter().filter(|r| !expected.contains(r)).collect();
-    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), replies.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        replies.len()
+    );
     assert!(replies.len() >= 100, "only {} requests ran", replies.len());
     for b in &backends {
         assert!(b.hits() > 0, "{} served nothing", b.name);
@@ -255,7 +276,7 @@ async fn reloads_under_continuous_load_fail_no_request() {
 #[tokio::test]
 async fn targets_keep_their_in_flight_counts_across_reloads() {
     let (one, two) = (backend("one").await, backend("two").await);
-    let proxy = Arc::new(start_proxy(&config("before", false, &[&one])).await);
+    let proxy = start_proxy(&config("before", false, &[&one])).await;
     let slow: Vec<_> = (0..3)
         .map(|_| {
             let url = proxy.url("/slow?ms=1500");
@@ -263,19 +284,25 @@ async fn targets_keep_their_in_flight_counts_across_reloads() {
         })
         .collect();
     let (a, b) = (one.addr.to_string(), two.addr.to_string());
-    eventually("three requests are in flight", async || in_flight(&proxy).await[&a] == 3).await;
+    eventually("three requests are in flight", async || {
+        in_flight(proxy.admin).await[&a] == 3
+    })
+    .await;
 
     proxy.write_config(&config("after", true, &[&one, &two]));
     assert_eq!(reload(&proxy).await.status, 200);
-    let counts = in_flight(&proxy).await;
+    let counts = in_flight(proxy.admin).await;
     assert_eq!((counts[&a], counts[&b]), (3, 0));
 
     for s in slow {
         let r = s.await.unwrap();
         assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "one"));
     }
-    eventually("the slow requests are counted out", async || in_flight(&proxy).await[&a] == 0).await;
-    Arc::into_inner(proxy).unwrap().stop().await;
+    eventually("the slow requests are counted out", async || {
+        in_flight(proxy.admin).await[&a] == 0
+    })
+    .await;
+    proxy.stop().await;
 }
 
 #[tokio::test]
@@ -294,9 +321,15 @@ async fn admin_endpoints_report_health_readiness_routes_and_targets() {
     assert_eq!(web["bind"], "127.0.0.1:0");
     assert_eq!(web["protocol"], "http");
     assert_eq!(web["rules"][0]["priority"], 10);
-    assert_eq!(web["rules"][0]["conditions"]["path"], serde_json::json!(["/fixed"]));
+    assert_eq!(
+        web["rules"][0]["conditions"]["path"],
+        serde_json::json!(["/fixed"])
+    );
     assert_eq!(web["rules"][0]["action"]["fixed_response"]["body"], "fixed");
-    assert_eq!(web["default_action"]["forward"]["groups"], serde_json::json!([{ "group": "g", "weight": 1 }]));
+    assert_eq!(
+        web["default_action"]["forward"]["groups"],
+        serde_json::json!([{ "group": "g", "weight": 1 }])
+    );
 
     let targets = json(&proxy.admin_url("/v1/targets")).await;
     assert_eq!(
@@ -338,7 +371,11 @@ async fn sighup_reloads_the_running_binary() {
     ecslb.signal("HUP");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while get(&ecslb.url("/")).await.body != "after" {
-        assert!(tokio::time::Instant::now() < deadline, "SIGHUP did not reload; log:\n{}", ecslb.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload; log:\n{}",
+            ecslb.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ecslb.log().contains("config reloaded"), "{}", ecslb.log());
@@ -348,12 +385,40 @@ async fn sighup_reloads_the_running_binary() {
     ecslb.signal("HUP");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !ecslb.log().contains("config reload rejected") {
-        assert!(tokio::time::Instant::now() < deadline, "no rejection logged; log:\n{}", ecslb.log());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rejection logged; log:\n{}",
+            ecslb.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get(&ecslb.url("/")).await.body, "after");
 
     ecslb.signal("TERM");
-    let status = ecslb.wait_exit(Duration::from_secs(5)).await.expect("ecslb exits on SIGTERM");
+    let status = ecslb
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("ecslb exits on SIGTERM");
     assert!(status.success(), "{status}; log:\n{}", ecslb.log());
+}
+
+#[tokio::test]
+async fn reload_raises_the_header_count_limit() {
+    let b = backend("one").await;
+    let limited = |n: usize| one_group_config(&[b.addr], &format!("max_headers = {n}"), "");
+    let proxy = start_proxy(&limited(10)).await;
+    let headers: Vec<(String, String)> = (0..30)
+        .map(|i| (format!("x-h{i}"), "v".to_owned()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(get_with(&proxy.url("/"), &headers).await.status, 431);
+
+    proxy.write_config(&limited(50));
+    assert_eq!(reload(&proxy).await.status, 200);
+    let r = get_with(&proxy.url("/"), &headers).await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "one"), "{r:?}");
+    proxy.stop().await;
 }

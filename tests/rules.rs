@@ -36,7 +36,10 @@ default_action = {default_action}
 "#
     );
     for b in backends {
-        toml += &format!("\n[target_groups.{}]\ndiscovery = {{ static = [\"{}\"] }}\n", b.name, b.addr);
+        toml += &format!(
+            "\n[target_groups.{}]\ndiscovery = {{ static = [\"{}\"] }}\n",
+            b.name, b.addr
+        );
     }
     toml
 }
@@ -115,7 +118,11 @@ action = { forward = "api" }
     )
     .await;
     // HTTP/2 requests carry `:authority` (here `127.0.0.1:PORT`) instead of Host.
-    let r = send(&h2_client(), Request::get(proxy.url("/")).body(Full::default()).unwrap()).await;
+    let r = send(
+        &h2_client(),
+        Request::get(proxy.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
     assert_eq!(answered_by(&r), "api");
     proxy.stop().await;
 }
@@ -400,7 +407,11 @@ action = { forward = "writes" }
         ("DELETE", DEFAULT),
         ("PATCH", DEFAULT),
     ] {
-        assert_eq!(answered_by(&ask(&proxy, method, "/x", &[]).await), want, "method {method}");
+        assert_eq!(
+            answered_by(&ask(&proxy, method, "/x", &[]).await),
+            want,
+            "method {method}"
+        );
     }
     proxy.stop().await;
 }
@@ -474,8 +485,13 @@ action = { forward = "local" }
     // A client bound to another loopback address matches neither rule.
     let mut connector = HttpConnector::new();
     connector.set_local_address(Some([127, 0, 0, 2].into()));
-    let other: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
-    let r = send(&other, Request::get(proxy.url("/")).body(Full::default()).unwrap()).await;
+    let other: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(connector);
+    let r = send(
+        &other,
+        Request::get(proxy.url("/")).body(Full::default()).unwrap(),
+    )
+    .await;
     assert_eq!(answered_by(&r), DEFAULT);
     assert_eq!(never.hits(), 0);
     proxy.stop().await;
@@ -505,7 +521,13 @@ action = { forward = "hit" }
         let r = ask(&proxy, method, path, &[("host", host), ("x-team", team)]).await;
         assert_eq!(answered_by(&r), want, "{method} {host}{path} team={team}");
     }
-    let head = ask(&proxy, "HEAD", "/x", &[("host", "a.test"), ("x-team", "red")]).await;
+    let head = ask(
+        &proxy,
+        "HEAD",
+        "/x",
+        &[("host", "a.test"), ("x-team", "red")],
+    )
+    .await;
     assert_eq!(head.headers["x-backend"], "hit");
     proxy.stop().await;
 }
@@ -564,8 +586,14 @@ action = { forward = "general" }
     assert_eq!(who_for_path(&proxy, "/api/users").await, "general");
     assert_eq!(who_for_path(&proxy, "/").await, "general");
     // Once the general rule does not match, the specific one is next.
-    assert_eq!(answered_by(&ask(&proxy, "POST", "/api/users", &[]).await), "specific");
-    assert_eq!(answered_by(&ask(&proxy, "POST", "/api/other", &[]).await), DEFAULT);
+    assert_eq!(
+        answered_by(&ask(&proxy, "POST", "/api/users", &[]).await),
+        "specific"
+    );
+    assert_eq!(
+        answered_by(&ask(&proxy, "POST", "/api/other", &[]).await),
+        DEFAULT
+    );
     proxy.stop().await;
 }
 
@@ -601,8 +629,14 @@ action = { fixed_response = { status = 200, body = "delete" } }
     assert_eq!(who_for_path(&proxy, "/img/a.png").await, "png");
     assert_eq!(who_for_path(&proxy, "/img/a.gif").await, "img");
     assert_eq!(who_for_path(&proxy, "/img/").await, "img");
-    assert_eq!(answered_by(&ask(&proxy, "DELETE", "/img/a.png", &[]).await), "png");
-    assert_eq!(answered_by(&ask(&proxy, "DELETE", "/other", &[]).await), "delete");
+    assert_eq!(
+        answered_by(&ask(&proxy, "DELETE", "/img/a.png", &[]).await),
+        "png"
+    );
+    assert_eq!(
+        answered_by(&ask(&proxy, "DELETE", "/other", &[]).await),
+        "delete"
+    );
     assert_eq!(who_for_path(&proxy, "/other").await, DEFAULT);
     proxy.stop().await;
 }
@@ -617,7 +651,12 @@ priority = 10
 conditions = { path = ["/api/*"] }
 action = { forward = "api" }
 "#;
-    let proxy = start_proxy(&config(r#"{ forward = "fallback" }"#, rules, &[&api, &fallback])).await;
+    let proxy = start_proxy(&config(
+        r#"{ forward = "fallback" }"#,
+        rules,
+        &[&api, &fallback],
+    ))
+    .await;
     assert_eq!(who_for_path(&proxy, "/api/x").await, "api");
     assert_eq!(who_for_path(&proxy, "/").await, "fallback");
     assert_eq!(who_for_path(&proxy, "/apix").await, "fallback");
@@ -693,12 +732,36 @@ action = { redirect = { host = "plain.test", port = "80", query = "from=#{host}"
     let port = proxy.addrs[0].port();
     let host = [("host", "www.example.com:1234")];
     for (path, status, location) in [
-        ("/moved/x?a=1", 301, "https://new.example.com:8443/v2/moved/x?a=1&moved=1".to_owned()),
-        ("/temp/x?a=1&b=2", 302, format!("http://www.example.com:{port}/new/temp/x?a=1&b=2")),
-        ("/temp/x", 302, format!("http://www.example.com:{port}/new/temp/x")),
-        ("/secure/x?a=1", 301, "https://www.example.com/secure/x?a=1".to_owned()),
-        ("/mirror/a/b?dropped=1", 302, format!("http://www.example.com.mirror.test:{port}/mirror/a/b")),
-        ("/plain/x?a=1", 301, "http://plain.test/plain/x?from=www.example.com".to_owned()),
+        (
+            "/moved/x?a=1",
+            301,
+            "https://new.example.com:8443/v2/moved/x?a=1&moved=1".to_owned(),
+        ),
+        (
+            "/temp/x?a=1&b=2",
+            302,
+            format!("http://www.example.com:{port}/new/temp/x?a=1&b=2"),
+        ),
+        (
+            "/temp/x",
+            302,
+            format!("http://www.example.com:{port}/new/temp/x"),
+        ),
+        (
+            "/secure/x?a=1",
+            301,
+            "https://www.example.com/secure/x?a=1".to_owned(),
+        ),
+        (
+            "/mirror/a/b?dropped=1",
+            302,
+            format!("http://www.example.com.mirror.test:{port}/mirror/a/b"),
+        ),
+        (
+            "/plain/x?a=1",
+            301,
+            "http://plain.test/plain/x?from=www.example.com".to_owned(),
+        ),
     ] {
         let r = ask(&proxy, "GET", path, &host).await;
         assert_eq!(r.status, status, "{path}");
@@ -759,7 +822,10 @@ action = { forward = [{ group = "blue", weight = 75 }, { group = "green", weight
             let mut counts: HashMap<String, usize> = HashMap::new();
             for _ in 0..REQUESTS / TASKS {
                 let r = send(&c, Request::get(&url).body(Full::default()).unwrap()).await;
-                assert!(r.headers.get("set-cookie").is_none(), "no stickiness, no cookie");
+                assert!(
+                    r.headers.get("set-cookie").is_none(),
+                    "no stickiness, no cookie"
+                );
                 *counts.entry(answered_by(&r)).or_default() += 1;
             }
             counts
@@ -773,8 +839,16 @@ action = { forward = [{ group = "blue", weight = 75 }, { group = "green", weight
     }
     let share = |name: &str| counts.get(name).copied().unwrap_or(0) as f64 / REQUESTS as f64;
     // 75/25 over 2,000 draws: one standard deviation is about 1 point; allow ±5.
-    assert!((share("blue") - 0.75).abs() <= 0.05, "blue share {} of {counts:?}", share("blue"));
-    assert!((share("green") - 0.25).abs() <= 0.05, "green share {} of {counts:?}", share("green"));
+    assert!(
+        (share("blue") - 0.75).abs() <= 0.05,
+        "blue share {} of {counts:?}",
+        share("blue")
+    );
+    assert!(
+        (share("green") - 0.25).abs() <= 0.05,
+        "green share {} of {counts:?}",
+        share("green")
+    );
     assert_eq!(red.hits(), 0, "weight 0 gets nothing: {counts:?}");
     assert_eq!(blue.hits() + green.hits(), REQUESTS);
     proxy.stop().await;
@@ -797,22 +871,41 @@ action = { forward = [{ group = "blue", weight = 50 }, { group = "green", weight
     let first = ask(&proxy, "GET", "/", &[]).await;
     let group = answered_by(&first);
     let set_cookie = first.headers["set-cookie"].to_str().unwrap();
-    assert_eq!(set_cookie, format!("AWSALBTG={group}; Max-Age=3600; Path=/"));
+    assert_eq!(
+        set_cookie,
+        format!("AWSALBTG={group}; Max-Age=3600; Path=/")
+    );
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
 
     for _ in 0..30 {
-        let r = ask(&proxy, "GET", "/", &[("cookie", &format!("session=abc; {cookie}"))]).await;
+        let r = ask(
+            &proxy,
+            "GET",
+            "/",
+            &[("cookie", &format!("session=abc; {cookie}"))],
+        )
+        .await;
         assert_eq!(answered_by(&r), group, "the cookie keeps the group");
-        assert!(r.headers.get("set-cookie").is_none(), "a valid cookie is not set again");
+        assert!(
+            r.headers.get("set-cookie").is_none(),
+            "a valid cookie is not set again"
+        );
     }
 
     // Without a cookie (or with one naming no group of the action), the draw is by
     // weight again: over 40 requests both groups answer.
     let mut seen = std::collections::HashSet::new();
     for i in 0..40 {
-        let headers: &[(&str, &str)] = if i % 2 == 0 { &[] } else { &[("cookie", "AWSALBTG=nope")] };
+        let headers: &[(&str, &str)] = if i % 2 == 0 {
+            &[]
+        } else {
+            &[("cookie", "AWSALBTG=nope")]
+        };
         let r = ask(&proxy, "GET", "/", headers).await;
-        assert!(r.headers["set-cookie"].to_str().unwrap().starts_with("AWSALBTG="));
+        assert!(r.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .starts_with("AWSALBTG="));
         seen.insert(answered_by(&r));
     }
     assert_eq!(seen.len(), 2, "both groups answer fresh clients: {seen:?}");

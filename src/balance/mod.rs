@@ -36,6 +36,9 @@ pub struct Balancer {
     algorithm: Algorithm,
     targets: TargetSet,
     /// Round-robin position (also the tie-breaker of least outstanding requests).
+    /// Starts at random: every reload or membership change builds a new balancer, and
+    /// starting each at zero would hand every rebuild's first request to the same
+    /// (lowest-addressed) target, as would every replica started at once.
     next: AtomicUsize,
 }
 
@@ -45,7 +48,7 @@ impl Balancer {
         Self {
             algorithm,
             targets,
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(fastrand::usize(..)),
         }
     }
 
@@ -116,7 +119,11 @@ mod tests {
             s.targets()[2].set_health(Health::Draining);
             let b = Balancer::new(algorithm, s);
             let counts = counts(&b, 50);
-            assert_eq!(counts.keys().copied().collect::<Vec<_>>(), vec![2], "{algorithm:?}");
+            assert_eq!(
+                counts.keys().copied().collect::<Vec<_>>(),
+                vec![2],
+                "{algorithm:?}"
+            );
         }
     }
 
@@ -133,7 +140,9 @@ mod tests {
         ] {
             assert!(Balancer::new(algorithm, s.clone()).pick().is_none());
         }
-        assert!(Balancer::new(Algorithm::RoundRobin, TargetSet::default()).pick().is_none());
+        assert!(Balancer::new(Algorithm::RoundRobin, TargetSet::default())
+            .pick()
+            .is_none());
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub fn encode_addr(addr: SocketAddr) -> String {
         IpAddr::V4(ip) => ip.octets().iter().for_each(|b| push_hex(&mut out, *b)),
         IpAddr::V6(ip) => ip.octets().iter().for_each(|b| push_hex(&mut out, *b)),
     }
-    addr.port().to_be_bytes().iter().for_each(|b| push_hex(&mut out, *b));
+    addr.port()
+        .to_be_bytes()
+        .iter()
+        .for_each(|b| push_hex(&mut out, *b));
     out
 }
 
@@ -53,7 +56,10 @@ pub fn decode_addr(value: &str) -> Option<SocketAddr> {
         .collect();
     let bytes = bytes?;
     let (ip, port): (IpAddr, &[u8]) = match bytes.len() {
-        6 => (Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(), &bytes[4..]),
+        6 => (
+            Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+            &bytes[4..],
+        ),
         18 => {
             let octets: [u8; 16] = bytes[..16].try_into().ok()?;
             (Ipv6Addr::from(octets).into(), &bytes[16..])

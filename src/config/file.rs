@@ -149,7 +149,40 @@ pub(crate) struct TargetGroupFile {
     pub(crate) connect_timeout: Option<String>,
     pub(crate) deregistration_delay: Option<String>,
     pub(crate) stickiness: Option<StickinessFile>,
+    pub(crate) slow_start: Option<String>,
+    pub(crate) health_check: Option<HealthCheckFile>,
+    pub(crate) outlier_detection: Option<OutlierDetectionFile>,
     pub(crate) discovery: Option<DiscoveryFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct HealthCheckFile {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) port: Option<PortFile>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) healthy_threshold: Option<i64>,
+    pub(crate) unhealthy_threshold: Option<i64>,
+    pub(crate) matcher: Option<String>,
+    pub(crate) host: Option<String>,
+}
+
+/// `port = "traffic-port"` or `port = 8081`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PortFile {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct OutlierDetectionFile {
+    pub(crate) consecutive_errors: Option<i64>,
+    pub(crate) base_ejection_time: Option<String>,
+    pub(crate) max_ejection_time: Option<String>,
+    pub(crate) max_ejection_percent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -114,7 +114,10 @@ pub struct Conditions {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http_header: Vec<HeaderCondition>,
     /// Request methods.
-    #[serde(serialize_with = "serialize_methods", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        serialize_with = "serialize_methods",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub method: Vec<Method>,
     /// Query-string key/value patterns.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -219,8 +222,113 @@ pub struct TargetGroup {
     pub deregistration_delay: Duration,
     /// Target stickiness.
     pub stickiness: Option<Stickiness>,
+    /// A target that turns healthy ramps its share of new requests up over this long
+    /// (zero: off).
+    pub slow_start: Duration,
+    /// Active health checks; `None`: targets are taken as healthy (`unused`).
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection; `None`: off.
+    pub outlier_detection: Option<OutlierDetection>,
     /// Where the targets come from.
     pub discovery: Discovery,
+}
+
+/// Active health checks of a target group, with ALB's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    /// How a target is probed.
+    pub protocol: HealthProtocol,
+    /// Path requested by HTTP checks.
+    pub path: String,
+    /// Port probed; `None`: the target's own (traffic) port.
+    pub port: Option<u16>,
+    /// Time between two checks of one target.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A check not answered within this time fails (`Target.Timeout`).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive passes that make a target healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a target unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Status codes that pass an HTTP check.
+    pub matcher: Matcher,
+    /// Host header of HTTP checks; `None`: the target's address.
+    pub host: Option<String>,
+}
+
+/// How health checks reach a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProtocol {
+    /// An HTTP/1.1 GET whose status must match.
+    Http,
+    /// A TCP connection that must open.
+    Tcp,
+}
+
+/// HTTP status codes that pass a check: `"200"`, `"200,202"`, `"200-399"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher(pub Vec<(u16, u16)>);
+
+impl Matcher {
+    /// Whether `status` passes.
+    pub fn matches(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+
+    /// Parses `"200,202,300-399"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ranges: Option<Vec<(u16, u16)>> = text
+            .split(',')
+            .map(|part| {
+                let part = part.trim();
+                let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+                let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+                ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+            })
+            .collect();
+        ranges.filter(|r| !r.is_empty()).map(Matcher)
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Matcher {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Passive outlier detection: a target whose requests fail (connect errors or 5xx)
+/// `consecutive_errors` times in a row is ejected for a while.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutlierDetection {
+    /// Consecutive failed requests that eject a target.
+    pub consecutive_errors: u32,
+    /// First ejection time; each repeat ejection doubles it.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection_time: Duration,
+    /// Ejection time cap.
+    #[serde(with = "humantime_serde")]
+    pub max_ejection_time: Duration,
+    /// At most this share (percent) of the group is ejected at once.
+    pub max_ejection_percent: u32,
 }
 
 /// Balancing algorithms, as ALB names them.
@@ -355,7 +463,11 @@ impl Config {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(Error { problems }),
             Err(found) => {
-                problems.extend(found.into_iter().map(|p| source.render(&p.path, &p.message)));
+                problems.extend(
+                    found
+                        .into_iter()
+                        .map(|p| source.render(&p.path, &p.message)),
+                );
                 Err(Error { problems })
             }
         }

@@ -9,14 +9,15 @@ use http::Method;
 use ipnet::IpNet;
 
 use super::file::{
-    ActionFile, ConditionsFile, ConfigFile, DiscoveryFile, ForwardFile, ListenerFile, RuleFile,
-    StickinessFile, TargetGroupFile,
+    ActionFile, ConditionsFile, ConfigFile, DiscoveryFile, ForwardFile, HealthCheckFile,
+    ListenerFile, OutlierDetectionFile, PortFile, RuleFile, StickinessFile, TargetGroupFile,
 };
 use super::locate::Segment;
 use super::{
     Action, Admin, Algorithm, Conditions, Config, DesyncMode, Discovery, FixedResponse,
-    HeaderCondition, Limits, Listener, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
-    Stickiness, TargetGroup, WeightedGroup,
+    HeaderCondition, HealthCheck, HealthProtocol, Limits, Listener, Matcher, OutlierDetection,
+    Protocol, ProtocolVersion, QueryCondition, Redirect, Rule, Stickiness, TargetGroup,
+    WeightedGroup,
 };
 
 /// One problem, at one field.
@@ -67,7 +68,12 @@ impl Check {
         match humantime::parse_duration(text) {
             Ok(d) => d,
             Err(e) => {
-                self.fail_at(key, format!("invalid duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\""));
+                self.fail_at(
+                    key,
+                    format!(
+                        "invalid duration {text:?} ({e}); write e.g. \"250ms\", \"30s\", \"5m\""
+                    ),
+                );
                 default
             }
         }
@@ -77,7 +83,10 @@ impl Check {
         match value.parse() {
             Ok(a) => Some(a),
             Err(_) => {
-                self.fail_at(key, format!("invalid address {value:?}; write ip:port, e.g. \"127.0.0.1:8080\""));
+                self.fail_at(
+                    key,
+                    format!("invalid address {value:?}; write ip:port, e.g. \"127.0.0.1:8080\""),
+                );
                 None
             }
         }
@@ -88,19 +97,34 @@ impl Check {
             None => default,
             Some(v) if (range.0..=range.1).contains(&v) => v as usize,
             Some(v) => {
-                self.fail_at(key, format!("{v} is out of range {}..={}", range.0, range.1));
+                self.fail_at(
+                    key,
+                    format!("{v} is out of range {}..={}", range.0, range.1),
+                );
                 default
             }
         }
     }
 
-    fn one_of<T: Copy>(&mut self, key: &str, value: &Option<String>, default: T, choices: &[(&str, T)]) -> T {
+    fn one_of<T: Copy>(
+        &mut self,
+        key: &str,
+        value: &Option<String>,
+        default: T,
+        choices: &[(&str, T)],
+    ) -> T {
         let Some(text) = value else { return default };
         if let Some((_, v)) = choices.iter().find(|(name, _)| name == text) {
             return *v;
         }
         let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        self.fail_at(key, format!("unknown value {text:?}; expected one of {}", names.join(", ")));
+        self.fail_at(
+            key,
+            format!(
+                "unknown value {text:?}; expected one of {}",
+                names.join(", ")
+            ),
+        );
         default
     }
 }
@@ -121,9 +145,15 @@ impl TryFrom<ConfigFile> for super::Config {
             problems: Vec::new(),
         };
         let admin = c.key("admin", |c| {
-            let listen = file.admin.as_ref().and_then(|a| a.listen.as_deref()).unwrap_or("127.0.0.1:9901");
+            let listen = file
+                .admin
+                .as_ref()
+                .and_then(|a| a.listen.as_deref())
+                .unwrap_or("127.0.0.1:9901");
             Admin {
-                listen: c.socket_addr("listen", listen).unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
+                listen: c
+                    .socket_addr("listen", listen)
+                    .unwrap_or_else(|| ([127, 0, 0, 1], 9901).into()),
             }
         });
         let shutdown_timeout = c.key("shutdown", |c| {
@@ -145,7 +175,10 @@ impl TryFrom<ConfigFile> for super::Config {
             file.listeners
                 .iter()
                 .enumerate()
-                .filter_map(|(i, l)| c.at(Segment::Index(i), |c| listener(c, l, &target_groups)).map(|l| (i, l)))
+                .filter_map(|(i, l)| {
+                    c.at(Segment::Index(i), |c| listener(c, l, &target_groups))
+                        .map(|l| (i, l))
+                })
                 .collect()
         });
         let mut names = HashSet::new();
@@ -153,47 +186,84 @@ impl TryFrom<ConfigFile> for super::Config {
         for (i, l) in &listeners {
             let i = *i;
             if !names.insert(l.name.clone()) {
-                c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("name", format!("duplicate listener name {:?}", l.name))));
+                c.key("listeners", |c| {
+                    c.at(Segment::Index(i), |c| {
+                        c.fail_at("name", format!("duplicate listener name {:?}", l.name))
+                    })
+                });
             }
             // Port 0 asks the kernel for a free port: never a clash.
             if l.bind.port() != 0 && (!binds.insert(l.bind) || l.bind == admin.listen) {
-                c.key("listeners", |c| c.at(Segment::Index(i), |c| c.fail_at("bind", format!("address {} is already used by another listener", l.bind))));
+                c.key("listeners", |c| {
+                    c.at(Segment::Index(i), |c| {
+                        c.fail_at(
+                            "bind",
+                            format!("address {} is already used by another listener", l.bind),
+                        )
+                    })
+                });
             }
         }
         if c.problems.is_empty() {
             let listeners = listeners.into_iter().map(|(_, l)| l).collect();
-            Ok(Config { admin, shutdown_timeout, listeners, target_groups })
+            Ok(Config {
+                admin,
+                shutdown_timeout,
+                listeners,
+                target_groups,
+            })
         } else {
             Err(c.problems)
         }
     }
 }
 
-fn listener(c: &mut Check, l: &ListenerFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Listener> {
+fn listener(
+    c: &mut Check,
+    l: &ListenerFile,
+    groups: &BTreeMap<String, TargetGroup>,
+) -> Option<Listener> {
     let name = c.required("name", &l.name).cloned();
-    let bind = c.required("bind", &l.bind).and_then(|b| c.socket_addr("bind", b));
-    let protocol = c.one_of("protocol", &l.protocol, Protocol::Http, &[("http", Protocol::Http)]);
+    let bind = c
+        .required("bind", &l.bind)
+        .and_then(|b| c.socket_addr("bind", b));
+    let protocol = c.one_of(
+        "protocol",
+        &l.protocol,
+        Protocol::Http,
+        &[("http", Protocol::Http)],
+    );
     if let Some(p @ ("https" | "tcp" | "tls")) = l.protocol.as_deref() {
         c.problems.pop();
-        c.fail_at("protocol", format!("{p:?} listeners are not supported by this build yet; use \"http\""));
+        c.fail_at(
+            "protocol",
+            format!("{p:?} listeners are not supported by this build yet; use \"http\""),
+        );
     }
-    let default_action = c.required("default_action", &l.default_action).and_then(|a| c.key("default_action", |c| action(c, a, groups)));
+    let default_action = c
+        .required("default_action", &l.default_action)
+        .and_then(|a| c.key("default_action", |c| action(c, a, groups)));
     let mut priorities = HashSet::new();
     let mut rules: Vec<Rule> = c.key("rules", |c| {
         l.rules
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| c.at(Segment::Index(i), |c| {
-                let rule = rule(c, r, groups);
-                // Checked on the raw priority, so a duplicate is reported even when the
-                // rule has other problems.
-                if let Some(p) = r.priority.filter(|p| (1..=50_000).contains(p)) {
-                    if !priorities.insert(p) {
-                        c.fail_at("priority", format!("priority {p} is used by another rule of this listener"));
+            .filter_map(|(i, r)| {
+                c.at(Segment::Index(i), |c| {
+                    let rule = rule(c, r, groups);
+                    // Checked on the raw priority, so a duplicate is reported even when the
+                    // rule has other problems.
+                    if let Some(p) = r.priority.filter(|p| (1..=50_000).contains(p)) {
+                        if !priorities.insert(p) {
+                            c.fail_at(
+                                "priority",
+                                format!("priority {p} is used by another rule of this listener"),
+                            );
+                        }
                     }
-                }
-                rule
-            }))
+                    rule
+                })
+            })
             .collect()
     });
     rules.sort_by_key(|r| r.priority);
@@ -202,12 +272,31 @@ fn listener(c: &mut Check, l: &ListenerFile, groups: &BTreeMap<String, TargetGro
         "desync_mitigation_mode",
         &l.desync_mitigation_mode,
         DesyncMode::Defensive,
-        &[("monitor", DesyncMode::Monitor), ("defensive", DesyncMode::Defensive), ("strictest", DesyncMode::Strictest)],
+        &[
+            ("monitor", DesyncMode::Monitor),
+            ("defensive", DesyncMode::Defensive),
+            ("strictest", DesyncMode::Strictest),
+        ],
     );
     let limits = Limits {
-        max_header_bytes: c.limit("max_header_bytes", l.max_header_bytes, DEFAULT_LIMITS.max_header_bytes, (1024, 1 << 20)),
-        max_headers: c.limit("max_headers", l.max_headers, DEFAULT_LIMITS.max_headers, (1, 1000)),
-        max_uri_bytes: c.limit("max_uri_bytes", l.max_uri_bytes, DEFAULT_LIMITS.max_uri_bytes, (64, 1 << 20)),
+        max_header_bytes: c.limit(
+            "max_header_bytes",
+            l.max_header_bytes,
+            DEFAULT_LIMITS.max_header_bytes,
+            (1024, 1 << 20),
+        ),
+        max_headers: c.limit(
+            "max_headers",
+            l.max_headers,
+            DEFAULT_LIMITS.max_headers,
+            (1, 1000),
+        ),
+        max_uri_bytes: c.limit(
+            "max_uri_bytes",
+            l.max_uri_bytes,
+            DEFAULT_LIMITS.max_uri_bytes,
+            (64, 1 << 20),
+        ),
     };
     Some(Listener {
         name: name?,
@@ -233,24 +322,48 @@ fn rule(c: &mut Check, r: &RuleFile, groups: &BTreeMap<String, TargetGroup>) -> 
     let conditions = match &r.conditions {
         Some(conds) => c.key("conditions", |c| conditions(c, conds)),
         None => {
-            c.fail_at("conditions", "missing (required): a rule needs at least one condition");
+            c.fail_at(
+                "conditions",
+                "missing (required): a rule needs at least one condition",
+            );
             None
         }
     };
-    let action = c.required("action", &r.action).and_then(|a| c.key("action", |c| action(c, a, groups)));
-    Some(Rule { priority: priority?, conditions: conditions?, action: action? })
+    let action = c
+        .required("action", &r.action)
+        .and_then(|a| c.key("action", |c| action(c, a, groups)));
+    Some(Rule {
+        priority: priority?,
+        conditions: conditions?,
+        action: action?,
+    })
 }
 
 fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
     let before = c.problems.len();
     let mut out = Conditions::default();
-    if f.host.is_empty() && f.path.is_empty() && f.http_header.is_empty() && f.method.is_empty() && f.query.is_empty() && f.source_ip.is_empty() {
+    if f.host.is_empty()
+        && f.path.is_empty()
+        && f.http_header.is_empty()
+        && f.method.is_empty()
+        && f.query.is_empty()
+        && f.source_ip.is_empty()
+    {
         c.fail("at least one of host, path, http_header, method, query, source_ip is required");
     }
     c.key("host", |c| {
         for (i, h) in f.host.iter().enumerate() {
-            if h.is_empty() || h.len() > 128 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.*?:".contains(&b)) {
-                c.at(Segment::Index(i), |c| c.fail(format!("invalid host pattern {h:?}: up to 128 of a-z, A-Z, 0-9, - . * ?")));
+            if h.is_empty()
+                || h.len() > 128
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.*?:".contains(&b))
+            {
+                c.at(Segment::Index(i), |c| {
+                    c.fail(format!(
+                        "invalid host pattern {h:?}: up to 128 of a-z, A-Z, 0-9, - . * ?"
+                    ))
+                });
             }
         }
         out.host = f.host.clone();
@@ -258,9 +371,17 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
     c.key("path", |c| {
         for (i, p) in f.path.iter().enumerate() {
             if !p.starts_with('/') && !p.starts_with('*') {
-                c.at(Segment::Index(i), |c| c.fail(format!("invalid path pattern {p:?}: must start with / (or *)")));
+                c.at(Segment::Index(i), |c| {
+                    c.fail(format!(
+                        "invalid path pattern {p:?}: must start with / (or *)"
+                    ))
+                });
             } else if p.len() > 128 || p.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                c.at(Segment::Index(i), |c| c.fail(format!("invalid path pattern {p:?}: up to 128 printable characters, no spaces")));
+                c.at(Segment::Index(i), |c| {
+                    c.fail(format!(
+                        "invalid path pattern {p:?}: up to 128 printable characters, no spaces"
+                    ))
+                });
             }
         }
         out.path = f.path.clone();
@@ -278,15 +399,24 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
                     c.fail_at("values", "at least one value is required");
                 }
                 if let Some(name) = name {
-                    out.http_header.push(HeaderCondition { name: name.to_ascii_lowercase(), values: h.values.clone() });
+                    out.http_header.push(HeaderCondition {
+                        name: name.to_ascii_lowercase(),
+                        values: h.values.clone(),
+                    });
                 }
             });
         }
     });
     c.key("method", |c| {
         for (i, m) in f.method.iter().enumerate() {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_') {
-                c.at(Segment::Index(i), |c| c.fail(format!("invalid method {m:?}: upper-case letters, - and _")));
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+            {
+                c.at(Segment::Index(i), |c| {
+                    c.fail(format!("invalid method {m:?}: upper-case letters, - and _"))
+                });
             } else if let Ok(method) = Method::from_bytes(m.as_bytes()) {
                 out.method.push(method);
             }
@@ -296,7 +426,10 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
         for (i, q) in f.query.iter().enumerate() {
             c.at(Segment::Index(i), |c| {
                 if let Some(value) = c.required("value", &q.value) {
-                    out.query.push(QueryCondition { key: q.key.clone(), value: value.clone() });
+                    out.query.push(QueryCondition {
+                        key: q.key.clone(),
+                        value: value.clone(),
+                    });
                 }
             });
         }
@@ -305,7 +438,11 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
         for (i, s) in f.source_ip.iter().enumerate() {
             match s.parse::<IpNet>() {
                 Ok(net) => out.source_ip.push(net.trunc()),
-                Err(_) => c.at(Segment::Index(i), |c| c.fail(format!("invalid CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"::1/128\""))),
+                Err(_) => c.at(Segment::Index(i), |c| {
+                    c.fail(format!(
+                        "invalid CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"::1/128\""
+                    ))
+                }),
             }
         }
     });
@@ -313,7 +450,14 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
 }
 
 fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Action> {
-    let kinds = [a.forward.is_some(), a.redirect.is_some(), a.fixed_response.is_some()].into_iter().filter(|&k| k).count();
+    let kinds = [
+        a.forward.is_some(),
+        a.redirect.is_some(),
+        a.fixed_response.is_some(),
+    ]
+    .into_iter()
+    .filter(|&k| k)
+    .count();
     if kinds != 1 {
         c.fail("exactly one of forward, redirect, fixed_response is required");
         return None;
@@ -322,16 +466,25 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
         c.fail_at("stickiness", "only a forward action has group stickiness");
     }
     if let Some(forward) = &a.forward {
-        let stickiness = a.stickiness.as_ref().map(|_| c.duration("stickiness", &a.stickiness, Duration::ZERO));
+        let stickiness = a
+            .stickiness
+            .as_ref()
+            .map(|_| c.duration("stickiness", &a.stickiness, Duration::ZERO));
         let known = |c: &mut Check, name: &str| {
             if !groups.contains_key(name) {
-                c.fail(format!("unknown target group {name:?}; defined: {}", groups.keys().cloned().collect::<Vec<_>>().join(", ")));
+                c.fail(format!(
+                    "unknown target group {name:?}; defined: {}",
+                    groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
             }
         };
         let groups_out = c.key("forward", |c| match forward {
             ForwardFile::One(name) => {
                 known(c, name);
-                vec![WeightedGroup { group: name.clone(), weight: 1 }]
+                vec![WeightedGroup {
+                    group: name.clone(),
+                    weight: 1,
+                }]
             }
             ForwardFile::Weighted(list) => {
                 if list.is_empty() || list.len() > 5 {
@@ -339,28 +492,39 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
                 }
                 list.iter()
                     .enumerate()
-                    .filter_map(|(i, w)| c.at(Segment::Index(i), |c| {
-                        let group = c.required("group", &w.group)?;
-                        c.key("group", |c| known(c, group));
-                        let weight = w.weight.unwrap_or(1);
-                        if !(0..=999).contains(&weight) {
-                            c.fail_at("weight", format!("{weight} is out of range 0..=999"));
-                        }
-                        Some(WeightedGroup { group: group.clone(), weight: weight.clamp(0, 999) as u32 })
-                    }))
+                    .filter_map(|(i, w)| {
+                        c.at(Segment::Index(i), |c| {
+                            let group = c.required("group", &w.group)?;
+                            c.key("group", |c| known(c, group));
+                            let weight = w.weight.unwrap_or(1);
+                            if !(0..=999).contains(&weight) {
+                                c.fail_at("weight", format!("{weight} is out of range 0..=999"));
+                            }
+                            Some(WeightedGroup {
+                                group: group.clone(),
+                                weight: weight.clamp(0, 999) as u32,
+                            })
+                        })
+                    })
                     .collect()
             }
         });
         if !groups_out.is_empty() && groups_out.iter().all(|g| g.weight == 0) {
             c.fail_at("forward", "at least one weight must be above 0");
         }
-        return Some(Action::Forward { groups: groups_out, stickiness });
+        return Some(Action::Forward {
+            groups: groups_out,
+            stickiness,
+        });
     }
     if let Some(r) = &a.redirect {
         return c.key("redirect", |c| {
             let protocol = r.protocol.clone().unwrap_or_else(|| "#{protocol}".into());
             if !["http", "https", "HTTP", "HTTPS", "#{protocol}"].contains(&protocol.as_str()) {
-                c.fail_at("protocol", format!("invalid protocol {protocol:?}: http, https or #{{protocol}}"));
+                c.fail_at(
+                    "protocol",
+                    format!("invalid protocol {protocol:?}: http, https or #{{protocol}}"),
+                );
             }
             let path = r.path.clone().unwrap_or_else(|| "/#{path}".into());
             if !path.starts_with('/') {
@@ -368,7 +532,10 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
             }
             let status = r.status.unwrap_or(301);
             if status != 301 && status != 302 {
-                c.fail_at("status", format!("{status} is not a redirect status: 301 or 302"));
+                c.fail_at(
+                    "status",
+                    format!("{status} is not a redirect status: 301 or 302"),
+                );
             }
             Some(Action::Redirect(Redirect {
                 protocol: protocol.to_ascii_lowercase(),
@@ -384,23 +551,43 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
     c.key("fixed_response", |c| {
         let status = c.required("status", &f.status).copied().unwrap_or(200);
         if !(200..=299).contains(&status) && !(400..=599).contains(&status) {
-            c.fail_at("status", format!("{status} is not a 2XX, 4XX or 5XX status"));
+            c.fail_at(
+                "status",
+                format!("{status} is not a 2XX, 4XX or 5XX status"),
+            );
         }
         let body = f.body.clone().unwrap_or_default();
         if body.len() > 1024 {
             c.fail_at("body", format!("{} bytes; at most 1024", body.len()));
         }
-        let content_type = f.content_type.clone().unwrap_or_else(|| "text/plain".into());
+        let content_type = f
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "text/plain".into());
         if http::HeaderValue::from_str(&content_type).is_err() {
-            c.fail_at("content_type", format!("invalid content type {content_type:?}"));
+            c.fail_at(
+                "content_type",
+                format!("invalid content type {content_type:?}"),
+            );
         }
-        Some(Action::FixedResponse(FixedResponse { status: status.clamp(200, 599) as u16, content_type, body }))
+        Some(Action::FixedResponse(FixedResponse {
+            status: status.clamp(200, 599) as u16,
+            content_type,
+            body,
+        }))
     })
 }
 
 fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
-    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        c.fail(format!("invalid target group name {name:?}: up to 32 of a-z, A-Z, 0-9, - and _"));
+    if name.is_empty()
+        || name.len() > 32
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        c.fail(format!(
+            "invalid target group name {name:?}: up to 32 of a-z, A-Z, 0-9, - and _"
+        ));
     }
     let algorithm = c.one_of(
         "algorithm",
@@ -408,7 +595,10 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
         Algorithm::RoundRobin,
         &[
             ("round_robin", Algorithm::RoundRobin),
-            ("least_outstanding_requests", Algorithm::LeastOutstandingRequests),
+            (
+                "least_outstanding_requests",
+                Algorithm::LeastOutstandingRequests,
+            ),
             ("weighted_random", Algorithm::WeightedRandom),
         ],
     );
@@ -416,12 +606,45 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
         "protocol_version",
         &g.protocol_version,
         ProtocolVersion::Http1,
-        &[("http1", ProtocolVersion::Http1), ("http2", ProtocolVersion::Http2)],
+        &[
+            ("http1", ProtocolVersion::Http1),
+            ("http2", ProtocolVersion::Http2),
+        ],
     );
-    let response_timeout = c.duration("response_timeout", &g.response_timeout, Duration::from_secs(60));
-    let connect_timeout = c.duration("connect_timeout", &g.connect_timeout, Duration::from_secs(10));
-    let deregistration_delay = c.duration("deregistration_delay", &g.deregistration_delay, Duration::from_secs(300));
-    let stickiness = g.stickiness.as_ref().and_then(|s| c.key("stickiness", |c| stickiness(c, s)));
+    let response_timeout = c.duration(
+        "response_timeout",
+        &g.response_timeout,
+        Duration::from_secs(60),
+    );
+    let connect_timeout = c.duration(
+        "connect_timeout",
+        &g.connect_timeout,
+        Duration::from_secs(10),
+    );
+    let deregistration_delay = c.duration(
+        "deregistration_delay",
+        &g.deregistration_delay,
+        Duration::from_secs(300),
+    );
+    let stickiness = g
+        .stickiness
+        .as_ref()
+        .and_then(|s| c.key("stickiness", |c| stickiness(c, s)));
+    let slow_start = c.duration("slow_start", &g.slow_start, Duration::ZERO);
+    if !slow_start.is_zero()
+        && !(Duration::from_secs(30)..=Duration::from_secs(900)).contains(&slow_start)
+        && slow_start < Duration::from_millis(100)
+    {
+        c.fail_at("slow_start", "must be 0s (off) or at least 100ms");
+    }
+    let health_check = g
+        .health_check
+        .as_ref()
+        .and_then(|h| c.key("health_check", |c| health_check(c, h)));
+    let outlier_detection = g
+        .outlier_detection
+        .as_ref()
+        .map(|o| c.key("outlier_detection", |c| outlier_detection(c, o)));
     let discovery = c.key("discovery", |c| discovery(c, g.discovery.as_ref()));
     TargetGroup {
         name: name.to_owned(),
@@ -431,7 +654,151 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
         connect_timeout,
         deregistration_delay,
         stickiness,
+        slow_start,
+        health_check,
+        outlier_detection,
         discovery,
+    }
+}
+
+fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32, u32)) -> u32 {
+    match value {
+        None => default,
+        Some(v) if (i64::from(range.0)..=i64::from(range.1)).contains(&v) => v as u32,
+        Some(v) => {
+            c.fail_at(
+                key,
+                format!("{v} is out of range {}..={}", range.0, range.1),
+            );
+            default
+        }
+    }
+}
+
+/// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
+/// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2.
+fn health_check(c: &mut Check, h: &HealthCheckFile) -> Option<HealthCheck> {
+    if h.enabled == Some(false) {
+        return None;
+    }
+    let protocol = c.one_of(
+        "protocol",
+        &h.protocol,
+        HealthProtocol::Http,
+        &[("http", HealthProtocol::Http), ("tcp", HealthProtocol::Tcp)],
+    );
+    if h.protocol.as_deref() == Some("https") {
+        c.problems.pop();
+        c.fail_at(
+            "protocol",
+            "\"https\" health checks are not supported by this build yet; use \"http\" or \"tcp\"",
+        );
+    }
+    let default_timeout = match protocol {
+        HealthProtocol::Http => Duration::from_secs(5),
+        HealthProtocol::Tcp => Duration::from_secs(10),
+    };
+    let interval = c.duration("interval", &h.interval, Duration::from_secs(30));
+    let timeout = c.duration("timeout", &h.timeout, default_timeout.min(interval));
+    // ALB's own floors are 5 s and 2 s; ours are lower so fast failover and fast tests work.
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(300) {
+        c.fail_at("interval", "must be between 100ms and 300s");
+    }
+    if timeout < Duration::from_millis(50) || timeout > interval {
+        c.fail_at(
+            "timeout",
+            "must be at least 50ms and no longer than the interval",
+        );
+    }
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/')
+        || path.len() > 1024
+        || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
+    {
+        c.fail_at("path", format!("invalid path {path:?}: must start with /"));
+    }
+    if protocol == HealthProtocol::Tcp
+        && (h.path.is_some() || h.matcher.is_some() || h.host.is_some())
+    {
+        c.fail("path, matcher and host apply to http health checks only");
+    }
+    let port = match &h.port {
+        None => None,
+        Some(PortFile::Text(t)) if t == "traffic-port" => None,
+        Some(PortFile::Number(n)) if (1..=65535).contains(n) => Some(*n as u16),
+        Some(PortFile::Text(t)) => match t.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                c.fail_at(
+                    "port",
+                    format!("invalid port {t:?}: \"traffic-port\" or 1..=65535"),
+                );
+                None
+            }
+        },
+        Some(PortFile::Number(n)) => {
+            c.fail_at("port", format!("{n} is out of range 1..=65535"));
+            None
+        }
+    };
+    let matcher = match &h.matcher {
+        None => Matcher(vec![(200, 200)]),
+        Some(text) => Matcher::parse(text).unwrap_or_else(|| {
+            c.fail_at(
+                "matcher",
+                format!(
+                    "invalid matcher {text:?}: codes and ranges 100-599, e.g. \"200,202,300-399\""
+                ),
+            );
+            Matcher(vec![(200, 200)])
+        }),
+    };
+    if let Some(host) = &h.host {
+        if http::HeaderValue::from_str(host).is_err() || host.is_empty() {
+            c.fail_at("host", format!("invalid host {host:?}"));
+        }
+    }
+    Some(HealthCheck {
+        protocol,
+        path,
+        port,
+        interval,
+        timeout,
+        healthy_threshold: count(c, "healthy_threshold", h.healthy_threshold, 5, (1, 10)),
+        unhealthy_threshold: count(c, "unhealthy_threshold", h.unhealthy_threshold, 2, (1, 10)),
+        matcher,
+        host: h.host.clone(),
+    })
+}
+
+fn outlier_detection(c: &mut Check, o: &OutlierDetectionFile) -> OutlierDetection {
+    let base_ejection_time = c.duration(
+        "base_ejection_time",
+        &o.base_ejection_time,
+        Duration::from_secs(30),
+    );
+    let max_ejection_time = c.duration(
+        "max_ejection_time",
+        &o.max_ejection_time,
+        Duration::from_secs(300),
+    );
+    if max_ejection_time < base_ejection_time {
+        c.fail_at(
+            "max_ejection_time",
+            "must not be shorter than base_ejection_time",
+        );
+    }
+    OutlierDetection {
+        consecutive_errors: count(c, "consecutive_errors", o.consecutive_errors, 5, (1, 1000)),
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent: count(
+            c,
+            "max_ejection_percent",
+            o.max_ejection_percent,
+            50,
+            (0, 100),
+        ),
     }
 }
 
@@ -449,14 +816,30 @@ fn stickiness(c: &mut Check, s: &StickinessFile) -> Option<Stickiness> {
         }
         Some("app_cookie") => {
             let name = c.required("cookie_name", &s.cookie_name)?;
-            let reserved = ["AWSALB", "AWSALBAPP", "AWSALBTG"].iter().any(|r| name.starts_with(r));
-            if name.is_empty() || reserved || !name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)) {
-                c.fail_at("cookie_name", format!("invalid cookie name {name:?} (AWSALB* names are reserved)"));
+            let reserved = ["AWSALB", "AWSALBAPP", "AWSALBTG"]
+                .iter()
+                .any(|r| name.starts_with(r));
+            if name.is_empty()
+                || reserved
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+            {
+                c.fail_at(
+                    "cookie_name",
+                    format!("invalid cookie name {name:?} (AWSALB* names are reserved)"),
+                );
             }
-            Some(Stickiness::AppCookie { cookie_name: name.clone(), duration })
+            Some(Stickiness::AppCookie {
+                cookie_name: name.clone(),
+                duration,
+            })
         }
         Some(other) => {
-            c.fail_at("type", format!("unknown value {other:?}; expected one of lb_cookie, app_cookie"));
+            c.fail_at(
+                "type",
+                format!("unknown value {other:?}; expected one of lb_cookie, app_cookie"),
+            );
             None
         }
         None => {
@@ -472,10 +855,16 @@ fn discovery(c: &mut Check, d: Option<&DiscoveryFile>) -> Discovery {
         return Discovery::Static(Vec::new());
     };
     if d.ecs.is_some() {
-        c.fail_at("ecs", "ecs discovery is not supported by this build yet; use static");
+        c.fail_at(
+            "ecs",
+            "ecs discovery is not supported by this build yet; use static",
+        );
     }
     if d.cloud_map.is_some() {
-        c.fail_at("cloud_map", "cloud_map discovery is not supported by this build yet; use static");
+        c.fail_at(
+            "cloud_map",
+            "cloud_map discovery is not supported by this build yet; use static",
+        );
     }
     let Some(list) = &d.fixed else {
         if d.ecs.is_none() && d.cloud_map.is_none() {
@@ -486,13 +875,17 @@ fn discovery(c: &mut Check, d: Option<&DiscoveryFile>) -> Discovery {
     let addrs = c.key("static", |c| {
         list.iter()
             .enumerate()
-            .filter_map(|(i, a)| c.at(Segment::Index(i), |c| match a.parse::<SocketAddr>() {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    c.fail(format!("invalid address {a:?}; write ip:port, e.g. \"127.0.0.1:3000\""));
-                    None
-                }
-            }))
+            .filter_map(|(i, a)| {
+                c.at(Segment::Index(i), |c| match a.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        c.fail(format!(
+                            "invalid address {a:?}; write ip:port, e.g. \"127.0.0.1:3000\""
+                        ));
+                        None
+                    }
+                })
+            })
             .collect()
     });
     Discovery::Static(addrs)

@@ -21,17 +21,36 @@ use crate::routing::Routes;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
 /// their in-flight requests (the caller bounds that wait).
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, routes: Routes, index: usize, stop: CancellationToken) {
-    let limits = routes.load().listener(index).limits;
-    let builder = builder(&limits);
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    routes: Routes,
+    index: usize,
+    stop: CancellationToken,
+) {
+    let mut limits = routes.load().listener(index).limits;
+    let mut builder = builder(&limits);
     let graceful = GracefulShutdown::new();
+    // Connection tasks are owned here: when the caller gives up draining and drops this
+    // future, they are aborted with it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, client) = tokio::select! {
             accepted = super::accept(&listener) => accepted,
             () = stop.cancelled() => break,
         };
+        while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true); // a failure only costs latency
-        let idle_timeout = routes.load().listener(index).idle_timeout;
+        let (idle_timeout, current_limits) = {
+            let table = routes.load();
+            let settings = table.listener(index);
+            (settings.idle_timeout, settings.limits)
+        };
+        if current_limits != limits {
+            // A reload changed the limits: new connections get a parser sized for them.
+            limits = current_limits;
+            builder = self::builder(&limits);
+        }
         let activity = Activity::new();
         let io = TokioIo::new(IdleStream::new(stream, Arc::clone(&activity)));
         let service = {
@@ -46,9 +65,11 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, routes: Routes, ind
                 }
             })
         };
-        let conn = builder.serve_connection_with_upgrades(io, service).into_owned();
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             tokio::select! {
                 result = conn => {
                     if let Err(e) = result {

@@ -36,7 +36,12 @@ pub fn classify<B>(req: &Request<B>) -> (RequestSafetyTier, ClassificationReason
         Version::HTTP_10 => b"HTTP/1.0",
         Version::HTTP_11 => b"HTTP/1.1",
         Version::HTTP_09 => b"",
-        _ => return (RequestSafetyTier::Compliant, ClassificationReason::Compliant),
+        _ => {
+            return (
+                RequestSafetyTier::Compliant,
+                ClassificationReason::Compliant,
+            )
+        }
     };
     let uri = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut data = HttpRequestData {
@@ -80,15 +85,34 @@ mod tests {
     #[test]
     fn requests_are_classified_into_alb_tiers() {
         use RequestSafetyTier::*;
-        type Case = (&'static str, &'static [(&'static str, &'static str)], RequestSafetyTier);
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            RequestSafetyTier,
+        );
         let cases: &[Case] = &[
             ("GET", &[("host", "a")], Compliant),
             ("POST", &[("content-length", "10")], Compliant),
             ("POST", &[("transfer-encoding", "chunked")], Compliant),
             ("GET", &[("content-length", "0")], Acceptable),
-            ("POST", &[("content-length", "10"), ("transfer-encoding", "chunked")], Ambiguous),
-            ("POST", &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], Severe),
-            ("POST", &[("content-length", "1000"), ("content-length", "100")], Severe),
+            (
+                "POST",
+                &[("content-length", "10"), ("transfer-encoding", "chunked")],
+                Ambiguous,
+            ),
+            (
+                "POST",
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                Severe,
+            ),
+            (
+                "POST",
+                &[("content-length", "1000"), ("content-length", "100")],
+                Severe,
+            ),
             ("POST", &[("content-length", "1000,1000")], Severe),
             ("POST", &[("transfer-encoding", "xchunked")], Severe),
             ("POST", &[("transfer_encoding", "chunked")], Ambiguous),
@@ -105,12 +129,39 @@ mod tests {
         use RequestSafetyTier::*;
         let r = ClassificationReason::Compliant;
         let table = [
-            (Monitor, [Verdict::Forward, Verdict::Forward, Verdict::Forward, Verdict::Forward]),
-            (Defensive, [Verdict::Forward, Verdict::Forward, Verdict::ForwardAndClose, Verdict::Block(r)]),
-            (Strictest, [Verdict::Forward, Verdict::Block(r), Verdict::Block(r), Verdict::Block(r)]),
+            (
+                Monitor,
+                [
+                    Verdict::Forward,
+                    Verdict::Forward,
+                    Verdict::Forward,
+                    Verdict::Forward,
+                ],
+            ),
+            (
+                Defensive,
+                [
+                    Verdict::Forward,
+                    Verdict::Forward,
+                    Verdict::ForwardAndClose,
+                    Verdict::Block(r),
+                ],
+            ),
+            (
+                Strictest,
+                [
+                    Verdict::Forward,
+                    Verdict::Block(r),
+                    Verdict::Block(r),
+                    Verdict::Block(r),
+                ],
+            ),
         ];
         for (mode, verdicts) in table {
-            for (tier, want) in [Compliant, Acceptable, Ambiguous, Severe].into_iter().zip(verdicts) {
+            for (tier, want) in [Compliant, Acceptable, Ambiguous, Severe]
+                .into_iter()
+                .zip(verdicts)
+            {
                 assert_eq!(verdict(mode, tier, r), want, "{mode:?} {tier:?}");
             }
         }

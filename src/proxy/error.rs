@@ -62,7 +62,10 @@ impl Error {
     /// Whether the client connection should be closed after the response: the request
     /// may not have been framed the way we read it.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, Error::Desync(_) | Error::HeadersTooLarge | Error::UriTooLong)
+        matches!(
+            self,
+            Error::Desync(_) | Error::HeadersTooLarge | Error::UriTooLong
+        )
     }
 
     /// Classifies an upstream client error.

@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -156,11 +159,20 @@ mod tests {
         let mut h = HeaderMap::new();
         let v = trace(&mut h);
         let v = v.to_str().unwrap();
-        assert!(v.starts_with("Root=1-") && v.len() == "Root=1-".len() + 8 + 1 + 24, "{v}");
+        assert!(
+            v.starts_with("Root=1-") && v.len() == "Root=1-".len() + 8 + 1 + 24,
+            "{v}"
+        );
         let mut h = HeaderMap::new();
-        h.insert("x-amzn-trace-id", HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"));
+        h.insert(
+            "x-amzn-trace-id",
+            HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
+        );
         let v = trace(&mut h);
         let v = v.to_str().unwrap();
-        assert!(v.starts_with("Self=1-") && v.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793"), "{v}");
+        assert!(
+            v.starts_with("Self=1-") && v.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793"),
+            "{v}"
+        );
     }
 }

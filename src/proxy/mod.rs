@@ -25,8 +25,8 @@ pub use error::Error;
 
 use crate::balance::sticky;
 use crate::config::{self, Stickiness};
-use crate::routing::{self, Action, Routes};
 use crate::listener::idle::{watch_idle, Activity, IdleStream};
+use crate::routing::{self, Action, Routes};
 use crate::target::InFlight;
 
 /// Serves the requests of one listener.
@@ -72,7 +72,11 @@ impl Proxy {
         }
     }
 
-    async fn serve(&self, client: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Error> {
+    async fn serve(
+        &self,
+        client: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Body>, Error> {
         let mut close = false;
         let (forwarding, timeout, idle_timeout) = {
             let table = self.routes.load();
@@ -106,7 +110,8 @@ impl Proxy {
                 Action::FixedResponse(f) => {
                     let mut resp = Response::new(Body::full(f.body.clone()));
                     *resp.status_mut() = f.status;
-                    resp.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, f.content_type.clone());
                     return Ok(resp);
                 }
                 Action::Redirect(r) => return Ok(redirect(r, &req, host, self.port)),
@@ -120,7 +125,11 @@ impl Proxy {
                         in_flight: target.begin(),
                         set_group_cookie: forward.stickiness.filter(|_| new_group_cookie),
                     };
-                    (forwarding, group.config.response_timeout, listener.idle_timeout)
+                    (
+                        forwarding,
+                        group.config.response_timeout,
+                        listener.idle_timeout,
+                    )
                 }
             }
         };
@@ -146,7 +155,12 @@ impl Proxy {
             Some(client_upgrade) if switching => {
                 let target_upgrade = hyper::upgrade::on(&mut resp);
                 let in_flight = forwarding.in_flight;
-                tokio::spawn(tunnel(client_upgrade, target_upgrade, in_flight, idle_timeout));
+                tokio::spawn(tunnel(
+                    client_upgrade,
+                    target_upgrade,
+                    in_flight,
+                    idle_timeout,
+                ));
                 Ok(resp.map(|_| Body::empty()))
             }
             _ => Ok(resp.map(|b| Body::Target(b, Some(forwarding.in_flight)))),
@@ -228,7 +242,10 @@ fn check_limits<B>(req: &Request<B>, limits: &config::Limits) -> Result<(), Erro
     if headers.len() > limits.max_headers {
         return Err(Error::HeadersTooLarge);
     }
-    let bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if bytes > limits.max_header_bytes {
         return Err(Error::HeadersTooLarge);
     }
@@ -251,7 +268,10 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-fn sticky_target<'g>(group: &'g routing::TargetGroup, headers: &http::HeaderMap) -> Option<&'g Arc<crate::target::Target>> {
+fn sticky_target<'g>(
+    group: &'g routing::TargetGroup,
+    headers: &http::HeaderMap,
+) -> Option<&'g Arc<crate::target::Target>> {
     let cookie = match group.config.stickiness.as_ref()? {
         Stickiness::LbCookie { .. } => sticky::LB_COOKIE,
         Stickiness::AppCookie { .. } => sticky::APP_COOKIE,
@@ -266,13 +286,18 @@ fn set_sticky_cookies(resp: &mut Response<Incoming>, f: &Forwarding) {
         Some(Stickiness::LbCookie { duration }) => {
             sticky::set_cookie(sticky::LB_COOKIE, &sticky::encode_addr(target), *duration)
         }
-        Some(Stickiness::AppCookie { cookie_name, duration }) => {
+        Some(Stickiness::AppCookie {
+            cookie_name,
+            duration,
+        }) => {
             let app_set_it = resp.headers().get_all(header::SET_COOKIE).iter().any(|v| {
                 v.as_bytes().starts_with(cookie_name.as_bytes())
                     && v.as_bytes().get(cookie_name.len()) == Some(&b'=')
             });
             app_set_it
-                .then(|| sticky::set_cookie(sticky::APP_COOKIE, &sticky::encode_addr(target), *duration))
+                .then(|| {
+                    sticky::set_cookie(sticky::APP_COOKIE, &sticky::encode_addr(target), *duration)
+                })
                 .flatten()
         }
         None => None,
@@ -281,7 +306,9 @@ fn set_sticky_cookies(resp: &mut Response<Incoming>, f: &Forwarding) {
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     if let Some(duration) = f.set_group_cookie {
-        if let Some(cookie) = sticky::set_cookie(sticky::GROUP_COOKIE, &f.group.config.name, duration) {
+        if let Some(cookie) =
+            sticky::set_cookie(sticky::GROUP_COOKIE, &f.group.config.name, duration)
+        {
             resp.headers_mut().append(header::SET_COOKIE, cookie);
         }
     }
@@ -289,7 +316,12 @@ fn set_sticky_cookies(resp: &mut Response<Incoming>, f: &Forwarding) {
 
 /// A redirect with ALB's placeholders filled in: `#{protocol}`, `#{host}`, `#{port}`,
 /// `#{path}` (without its leading `/`) and `#{query}`.
-fn redirect<B>(r: &config::Redirect, req: &Request<B>, host: Option<&str>, port: u16) -> Response<Body> {
+fn redirect<B>(
+    r: &config::Redirect,
+    req: &Request<B>,
+    host: Option<&str>,
+    port: u16,
+) -> Response<Body> {
     let host = host.map(strip_port).unwrap_or("");
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
@@ -304,7 +336,10 @@ fn redirect<B>(r: &config::Redirect, req: &Request<B>, host: Option<&str>, port:
     };
     let protocol = fill(&r.protocol);
     let port = fill(&r.port);
-    let default_port = matches!((protocol.as_str(), port.as_str()), ("http", "80") | ("https", "443"));
+    let default_port = matches!(
+        (protocol.as_str(), port.as_str()),
+        ("http", "80") | ("https", "443")
+    );
     let mut location = format!("{protocol}://{}", fill(&r.host));
     if !default_port && !port.is_empty() {
         location.push(':');
@@ -316,7 +351,8 @@ fn redirect<B>(r: &config::Redirect, req: &Request<B>, host: Option<&str>, port:
         location.push('?');
         location.push_str(&query);
     }
-    let mut resp = status_response(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
+    let mut resp =
+        status_response(StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY));
     match HeaderValue::from_str(&location) {
         Ok(v) => {
             resp.headers_mut().insert(header::LOCATION, v);
@@ -335,8 +371,10 @@ pub fn status_response(status: StatusCode) -> Response<Body> {
     );
     let mut resp = Response::new(Body::full(text));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

@@ -79,7 +79,11 @@ mod tests {
             ("/exact", "/Exact", false),
         ];
         for (pattern, text, want) in cases {
-            assert_eq!(Glob::new(pattern, false).matches(text), want, "{pattern} vs {text}");
+            assert_eq!(
+                Glob::new(pattern, false).matches(text),
+                want,
+                "{pattern} vs {text}"
+            );
         }
     }
 

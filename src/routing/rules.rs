@@ -82,7 +82,9 @@ impl Rule {
         (path_known || self.paths.is_empty() || self.paths.iter().any(|g| g.matches(req.path)))
             && (self.methods.is_empty() || self.methods.contains(req.method))
             && (self.hosts.is_empty()
-                || req.host.is_some_and(|h| self.hosts.iter().any(|g| g.matches(h))))
+                || req
+                    .host
+                    .is_some_and(|h| self.hosts.iter().any(|g| g.matches(h))))
             && self.headers.iter().all(|(name, values)| {
                 req.headers.get_all(name).iter().any(|v| {
                     v.to_str()

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use super::{rules::Rules, Action, FixedResponse, Forward, ListenerRoutes, RouteTable, TargetGroup};
+use super::{
+    rules::Rules, Action, FixedResponse, Forward, ListenerRoutes, RouteTable, TargetGroup,
+};
 use crate::balance::Balancer;
 use crate::config;
 use crate::target::{Health, TargetSet};
@@ -26,7 +28,8 @@ pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> R
         .listeners
         .iter()
         .map(|l| {
-            let mut actions: Vec<Action> = l.rules.iter().map(|r| action(&r.action, &groups)).collect();
+            let mut actions: Vec<Action> =
+                l.rules.iter().map(|r| action(&r.action, &groups)).collect();
             actions.push(action(&l.default_action, &groups));
             ListenerRoutes {
                 name: l.name.clone(),
@@ -61,7 +64,10 @@ fn group(config: &config::TargetGroup, previous: Option<&TargetGroup>) -> Target
 
 fn action(action: &config::Action, groups: &BTreeMap<String, Arc<TargetGroup>>) -> Action {
     match action {
-        config::Action::Forward { groups: weighted, stickiness } => {
+        config::Action::Forward {
+            groups: weighted,
+            stickiness,
+        } => {
             // Validation guarantees every group exists.
             let resolved: Vec<(Arc<TargetGroup>, u32)> = weighted
                 .iter()

@@ -60,13 +60,23 @@ pub async fn start_proxy(toml: &str) -> Proxy {
     let dir = TempDir::new();
     let config_path = dir.0.join("ecslb.toml");
     std::fs::write(&config_path, toml).unwrap();
-    let app = ecslb::app::App::bind(&config_path).await.expect("config starts");
+    let app = ecslb::app::App::bind(&config_path)
+        .await
+        .expect("config starts");
     let addrs = app.listener_addrs();
     let admin = app.admin_addr().unwrap();
     let reloader = app.reloader();
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone()));
-    Proxy { addrs, admin, config_path, reloader, stop, task, _dir: dir }
+    Proxy {
+        addrs,
+        admin,
+        config_path,
+        reloader,
+        stop,
+        task,
+        _dir: dir,
+    }
 }
 
 impl Proxy {
@@ -155,7 +165,12 @@ fn serve_backend(listener: TcpListener, name: &str) -> Backend {
     let hits = Arc::new(AtomicUsize::new(0));
     let last_headers = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
     let stop = CancellationToken::new();
-    let (name_c, hits_c, last_c, stop_c) = (name.to_owned(), hits.clone(), last_headers.clone(), stop.clone());
+    let (name_c, hits_c, last_c, stop_c) = (
+        name.to_owned(),
+        hits.clone(),
+        last_headers.clone(),
+        stop.clone(),
+    );
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -178,7 +193,13 @@ fn serve_backend(listener: TcpListener, name: &str) -> Backend {
             });
         }
     });
-    Backend { addr, name: name.to_owned(), hits, last_headers, stop }
+    Backend {
+        addr,
+        name: name.to_owned(),
+        hits,
+        last_headers,
+        stop,
+    }
 }
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -225,13 +246,18 @@ async fn backend_response(
         }
         "/bytes" => {
             let n: usize = q.get("n").and_then(|n| n.parse().ok()).unwrap_or(0);
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, hyper::Error>>(4);
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, hyper::Error>>(4);
             tokio::spawn(async move {
                 let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
                 let mut left = n;
                 while left > 0 {
                     let len = left.min(chunk.len());
-                    if tx.send(Ok(http_body::Frame::data(chunk.slice(..len)))).await.is_err() {
+                    if tx
+                        .send(Ok(http_body::Frame::data(chunk.slice(..len))))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     left -= len;
@@ -250,14 +276,16 @@ async fn backend_response(
         }
         "/set-cookie" => {
             let cookie = q.get("name").cloned().unwrap_or_else(|| "SESSION".into());
-            resp.headers_mut().insert("set-cookie", format!("{cookie}=1; Path=/").parse().unwrap());
+            resp.headers_mut()
+                .insert("set-cookie", format!("{cookie}=1; Path=/").parse().unwrap());
         }
         "/version" => {
             *resp.body_mut() = full(format!("{:?}", req.version()));
         }
         _ => {}
     }
-    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+    resp.headers_mut()
+        .insert("x-backend", name.parse().unwrap());
     resp
 }
 
@@ -284,11 +312,15 @@ fn upgrade_response(mut req: Request<Incoming>) -> Response<BoxBody> {
         });
         let mut up = Response::new(full(Bytes::new()));
         *up.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        up.headers_mut().insert("connection", "upgrade".parse().unwrap());
-        up.headers_mut().insert("upgrade", req.headers()["upgrade"].clone());
+        up.headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        up.headers_mut()
+            .insert("upgrade", req.headers()["upgrade"].clone());
         if let Some(key) = req.headers().get("sec-websocket-key") {
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            up.headers_mut().insert("sec-websocket-accept", accept.parse().unwrap());
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            up.headers_mut()
+                .insert("sec-websocket-accept", accept.parse().unwrap());
         }
         up
     }
@@ -307,7 +339,9 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// An HTTP/2 prior-knowledge client.
 pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// A response read whole.
@@ -323,7 +357,11 @@ pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full
     let resp = client.request(req).await.expect("request completes");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body completes").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 /// GET `url` with a fresh HTTP/1.1 client.
@@ -381,7 +419,9 @@ pub async fn try_get(url: &str) -> Option<Reply> {
 
 /// POST an empty body to `url` with a fresh client.
 pub async fn post(url: &str) -> Reply {
-    let req = Request::post(url).body(Full::default()).expect("a valid request");
+    let req = Request::post(url)
+        .body(Full::default())
+        .expect("a valid request");
     send(&client(), req).await
 }
 
@@ -543,10 +583,20 @@ pub async fn ws_echo_backend(name: &str) -> Backend {
             });
         }
     });
-    Backend { addr, name: name.to_owned(), hits, last_headers, stop }
+    Backend {
+        addr,
+        name: name.to_owned(),
+        hits,
+        last_headers,
+        stop,
+    }
 }
 
-fn ws_accept(hits: &AtomicUsize, last: &std::sync::Mutex<HeaderMap>, mut req: Request<Incoming>) -> Response<BoxBody> {
+fn ws_accept(
+    hits: &AtomicUsize,
+    last: &std::sync::Mutex<HeaderMap>,
+    mut req: Request<Incoming>,
+) -> Response<BoxBody> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::WebSocketStream;
@@ -557,15 +607,23 @@ fn ws_accept(hits: &AtomicUsize, last: &std::sync::Mutex<HeaderMap>, mut req: Re
         .headers()
         .get("upgrade")
         .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let Some(key) = req.headers().get("sec-websocket-key").filter(|_| is_websocket).cloned() else {
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .filter(|_| is_websocket)
+        .cloned()
+    else {
         let mut resp = Response::new(full("not a websocket upgrade"));
         *resp.status_mut() = StatusCode::BAD_REQUEST;
         return resp;
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
-        let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         while let Some(Ok(msg)) = ws.next().await {
             if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
                 break;
@@ -596,7 +654,10 @@ pub struct RawReply {
 impl RawReply {
     /// The first value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -621,9 +682,15 @@ pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply
             break i + 4;
         }
         match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => panic!("connection ended before a response head: {:?}", String::from_utf8_lossy(&buf)),
+            Ok(Ok(0)) | Ok(Err(_)) => panic!(
+                "connection ended before a response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("no response head within 5s: {:?}", String::from_utf8_lossy(&buf)),
+            Err(_) => panic!(
+                "no response head within 5s: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
@@ -634,7 +701,12 @@ pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
     let mut body = buf[head_end..].to_vec();
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let done = |body: &[u8]| -> bool {
         if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
             body.len() >= len
@@ -665,7 +737,12 @@ pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply
             Ok(Ok(0)) | Ok(Err(_)) => true,
             Ok(Ok(_)) | Err(_) => false,
         };
-    RawReply { status, headers, body, closed }
+    RawReply {
+        status,
+        headers,
+        body,
+        closed,
+    }
 }
 
 /// Resident set size of this process in bytes (`VmRSS` in /proc/self/status).
@@ -707,7 +784,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size = String::from_utf8_lossy(&raw[..eol]);
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).expect("chunk size");
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
         if size == 0 {
             break;
         }
