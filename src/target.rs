@@ -52,6 +52,8 @@ pub struct Target {
     pub weight: u32,
     health: AtomicU8,
     in_flight: AtomicUsize,
+    /// Open connections to this target, carried across reloads with it.
+    pub pool: crate::upstream::Pool,
 }
 
 impl Target {
@@ -65,6 +67,7 @@ impl Target {
             weight: 1,
             health: AtomicU8::new(health as u8),
             in_flight: AtomicUsize::new(0),
+            pool: crate::upstream::Pool::default(),
         }
     }
 

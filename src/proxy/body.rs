@@ -9,14 +9,46 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::target::InFlight;
+use crate::upstream::Reusable;
 
 /// A response body.
 #[derive(Debug)]
 pub enum Body {
-    /// Streamed from a target; the request counts as in flight until the body ends.
-    Target(Incoming, Option<InFlight>),
+    /// Streamed from a target; the request counts as in flight until the body ends,
+    /// and then the connection goes back to the target's pool.
+    Target(Incoming, Tail),
     /// Made by the proxy (errors, redirects, fixed responses).
     Full(Option<Bytes>),
+}
+
+/// What a target's body releases when it ends.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// Counts the request in flight.
+    pub in_flight: Option<InFlight>,
+    /// The HTTP/1.1 connection the body arrives on.
+    pub reuse: Option<Reusable>,
+}
+
+impl Tail {
+    fn finish(&mut self) {
+        self.in_flight.take();
+        if let Some(reuse) = self.reuse.take() {
+            reuse.release();
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // hyper does not poll a body that says it is empty (HEAD, 204, 304,
+        // `Content-Length: 0`): such a body is complete, and its connection reusable.
+        if let Body::Target(body, tail) = self {
+            if http_body::Body::is_end_stream(body) {
+                tail.finish();
+            }
+        }
+    }
 }
 
 impl Body {
@@ -40,10 +72,13 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            Body::Target(body, in_flight) => {
+            Body::Target(body, tail) => {
                 let polled = Pin::new(body).poll_frame(cx);
-                if let Poll::Ready(None) = polled {
-                    in_flight.take();
+                match &polled {
+                    Poll::Ready(None) => tail.finish(),
+                    // A broken body leaves its connection unusable: drop it, do not pool it.
+                    Poll::Ready(Some(Err(_))) => tail.reuse = None,
+                    _ => {}
                 }
                 polled
             }

@@ -11,10 +11,10 @@ pub enum Error {
     NoTarget,
     /// Connecting to the target failed: refused, unreachable or timed out (502).
     #[error("cannot connect to target")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] crate::upstream::Error),
     /// The target reset the connection or sent something that is not HTTP (502).
     #[error("target failed the request")]
-    Target(#[source] hyper_util::client::legacy::Error),
+    Target(#[source] crate::upstream::Error),
     /// The target did not answer within the group's response timeout (504).
     #[error("target did not answer within the response timeout")]
     Timeout,
@@ -69,7 +69,7 @@ impl Error {
     }
 
     /// Classifies an upstream client error.
-    pub(crate) fn from_upstream(e: hyper_util::client::legacy::Error) -> Self {
+    pub(crate) fn from_upstream(e: crate::upstream::Error) -> Self {
         if e.is_connect() {
             Error::Connect(e)
         } else {

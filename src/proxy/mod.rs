@@ -20,7 +20,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-pub use body::Body;
+pub use body::{Body, Tail};
 pub use error::Error;
 
 use crate::balance::sticky;
@@ -133,14 +133,14 @@ impl Proxy {
                 }
             }
         };
-        let target = forwarding.in_flight.target().authority.clone();
+        let target = Arc::clone(forwarding.in_flight.target());
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        self.prepare(&mut req, client, target, &forwarding.group, upgrade, close);
+        self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
 
-        let sent = forwarding.group.upstream.request(req);
-        let mut resp = match tokio::time::timeout(timeout, sent).await {
-            Ok(Ok(resp)) => resp,
+        let sent = forwarding.group.upstream.send(&target, req);
+        let (mut resp, reuse) = match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(sent)) => sent,
             Ok(Err(e)) => return Err(Error::from_upstream(e)),
             Err(_) => return Err(Error::Timeout),
         };
@@ -163,7 +163,10 @@ impl Proxy {
                 ));
                 Ok(resp.map(|_| Body::empty()))
             }
-            _ => Ok(resp.map(|b| Body::Target(b, Some(forwarding.in_flight)))),
+            _ => {
+                let tail = Tail { in_flight: Some(forwarding.in_flight), reuse };
+                Ok(resp.map(|b| Body::Target(b, tail)))
+            }
         }
     }
 
@@ -172,7 +175,7 @@ impl Proxy {
         &self,
         req: &mut Request<Incoming>,
         client: SocketAddr,
-        target: Authority,
+        target: &crate::target::Target,
         group: &routing::TargetGroup,
         upgrade: bool,
         close: bool,
@@ -195,8 +198,15 @@ impl Proxy {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         let mut parts = std::mem::take(req.uri_mut()).into_parts();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(target);
+        // HTTP/1.1 connections take the origin form (`/path?query`), HTTP/2 the
+        // absolute form its pseudo-headers are made from.
+        if group.upstream.version() == Version::HTTP_2 {
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(target.authority.clone());
+        } else {
+            parts.scheme = None;
+            parts.authority = None;
+        }
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }

@@ -1,48 +1,101 @@
-//! Outbound: pooled keep-alive clients to targets, HTTP/1.1 or HTTP/2 (prior knowledge).
+//! Outbound: keep-alive connections to targets, HTTP/1.1 or HTTP/2 (prior knowledge).
 //!
-//! One [`Client`] per target group, kept across reloads while the group's connection
-//! settings are unchanged, so a reload does not drop pooled connections.
+//! Each [`Target`] carries its own [`Pool`], so taking a connection is a pop from that
+//! target's idle list (no shared map keyed by address, no hashing per request), and the
+//! pool survives reloads along with the target. A [`Client`] holds only a target group's
+//! connection settings.
 
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{self, ResponseFuture};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use crate::config::{self, ProtocolVersion};
+use crate::target::Target;
 
-/// A pooled client to one target group's targets. Cheap to clone.
+/// Idle HTTP/1.1 connections kept per target; more are closed when released.
+const MAX_IDLE_PER_TARGET: usize = 256;
+
+/// A target group's connection settings. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: legacy::Client<HttpConnector, Incoming>,
     version: ProtocolVersion,
     connect_timeout: Duration,
 }
 
-/// Idle pooled connections are closed after this; shorter than the usual 60 s
-/// keep-alive of targets, so we rarely pick a connection the target is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// Why a request could not be carried to a target.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TCP connection failed (refused, unreachable).
+    #[error("cannot connect to target")]
+    Connect(#[source] io::Error),
+    /// The TCP connection did not open within the connect timeout.
+    #[error("connecting to target timed out")]
+    ConnectTimeout,
+    /// The HTTP handshake (HTTP/2 preface) failed.
+    #[error("handshake with target failed")]
+    Handshake(#[source] hyper::Error),
+    /// The target reset the connection or answered with something that is not HTTP.
+    #[error("target failed the request")]
+    Request(#[source] hyper::Error),
+}
+
+impl Error {
+    /// Whether no connection to the target could be made at all.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Error::Connect(_) | Error::ConnectTimeout | Error::Handshake(_))
+    }
+}
+
+/// Open connections to one target.
+#[derive(Debug, Default)]
+pub struct Pool {
+    http1: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    http2: Mutex<Option<http2::SendRequest<Incoming>>>,
+}
+
+impl Pool {
+    fn take_http1(&self) -> Option<http1::SendRequest<Incoming>> {
+        self.http1.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// Idle HTTP/1.1 connections.
+    pub fn idle(&self) -> usize {
+        self.http1.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// An HTTP/1.1 connection to hand back to its target's pool once the response body
+/// has been read to its end; dropped instead, the connection closes.
+#[derive(Debug)]
+pub struct Reusable {
+    sender: http1::SendRequest<Incoming>,
+    target: Arc<Target>,
+}
+
+impl Reusable {
+    /// Returns the connection to the pool.
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.target.pool.http1.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_TARGET {
+            idle.push(self.sender);
+        }
+    }
+}
 
 impl Client {
-    /// A client for `group`'s protocol version and connect timeout.
+    /// A client with `group`'s protocol version and connect timeout.
     pub fn new(group: &config::TargetGroup) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(group.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let mut builder = legacy::Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // Keep the Host header we set: it is the client's, not the target's address.
-            .set_host(false);
-        if group.protocol_version == ProtocolVersion::Http2 {
-            builder.http2_only(true);
-        }
         Self {
-            inner: builder.build(connector),
             version: group.protocol_version,
             connect_timeout: group.connect_timeout,
         }
@@ -61,8 +114,88 @@ impl Client {
         }
     }
 
-    /// Sends a request whose URI is absolute (`http://target/path`).
-    pub fn request(&self, req: http::Request<Incoming>) -> ResponseFuture {
-        self.inner.request(req)
+    /// Sends `req` to `target` on a pooled connection (or a new one). HTTP/1.1 requests
+    /// need an origin-form URI, HTTP/2 ones an absolute URI. For HTTP/1.1 the connection
+    /// comes back as a [`Reusable`], to release when the response body is done.
+    pub async fn send(
+        &self,
+        target: &Arc<Target>,
+        req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
+        match self.version {
+            ProtocolVersion::Http1 => self.send_http1(target, req).await,
+            ProtocolVersion::Http2 => self.send_http2(target, req).await.map(|r| (r, None)),
+        }
+    }
+
+    async fn send_http1(
+        &self,
+        target: &Arc<Target>,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
+        while let Some(mut sender) = target.pool.take_http1() {
+            // A connection the target closed while idle fails here, before the request
+            // is handed over; the request then goes out on the next one.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(Reusable { sender, target: Arc::clone(target) }))),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(Error::Request(e.into_error())),
+                },
+            }
+        }
+        let io = self.connect(target.addr).await?;
+        let (mut sender, conn) = http1::handshake(io).await.map_err(Error::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "target connection ended with an error");
+            }
+        });
+        let resp = sender.send_request(req).await.map_err(Error::Request)?;
+        Ok((resp, Some(Reusable { sender, target: Arc::clone(target) })))
+    }
+
+    async fn send_http2(&self, target: &Arc<Target>, req: Request<Incoming>) -> Result<Response<Incoming>, Error> {
+        let pooled = target
+            .pool
+            .http2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned();
+        let mut sender = match pooled {
+            Some(sender) => sender,
+            None => {
+                let io = self.connect(target.addr).await?;
+                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Duration::from_secs(30))
+                    .handshake(io)
+                    .await
+                    .map_err(Error::Handshake)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "target connection ended with an error");
+                    }
+                });
+                *target.pool.http2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                sender
+            }
+        };
+        sender.ready().await.map_err(Error::Request)?;
+        sender.send_request(req).await.map_err(Error::Request)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::ConnectTimeout)?
+            .map_err(Error::Connect)?;
+        let _ = stream.set_nodelay(true); // a failure only costs latency
+        Ok(TokioIo::new(stream))
     }
 }
