@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::app::Reloader;
 use crate::config;
 use crate::routing::RouteTable;
+use crate::target::{now_ms, Health, Target};
+use std::sync::atomic::Ordering;
 
 /// Serves the admin API until `stop` fires.
 pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, stop: CancellationToken) {
@@ -108,15 +110,31 @@ pub fn targets(table: &RouteTable) -> Value {
             json!({
                 "name": g.config.name,
                 "algorithm": g.balancer.algorithm(),
-                "targets": g.balancer.targets().targets().iter().map(|t| json!({
-                    "target": t.addr.to_string(),
-                    "state": t.health(),
-                    "in_flight": t.in_flight(),
-                })).collect::<Vec<_>>(),
+                "fail_open_picks": g.balancer.fail_open_picks(),
+                "targets": g.balancer.targets().targets().iter().map(|t| target_json(t)).collect::<Vec<_>>(),
             })
         })
         .collect();
     json!({ "target_groups": groups })
+}
+
+fn target_json(t: &Target) -> Value {
+    let status = &t.status;
+    let now = now_ms();
+    let ago = |ms: u64| (ms != 0).then(|| now.saturating_sub(ms) as f64 / 1000.0);
+    json!({
+        "target": t.addr.to_string(),
+        "state": t.health(),
+        "reason": t.reason(),
+        "in_flight": t.in_flight(),
+        "last_check_seconds_ago": ago(status.last_check_ms.load(Ordering::Relaxed)),
+        "consecutive_passes": status.passes.load(Ordering::Relaxed),
+        "consecutive_failures": status.failures.load(Ordering::Relaxed),
+        "healthy_for_seconds": ago(status.healthy_since_ms.load(Ordering::Relaxed)).filter(|_| t.health() == Health::Healthy),
+        "draining_for_seconds": ago(status.draining_since_ms.load(Ordering::Relaxed)),
+        "ejected": t.is_ejected(),
+        "ejections": status.ejections.load(Ordering::Relaxed),
+    })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -91,6 +92,12 @@ impl App {
                 stop.clone(),
             ));
         }
+        let background = CancellationToken::new();
+        let health = crate::health::spawn(routes.clone(), background.clone());
+        let sweeper = tokio::spawn(sweep_drained(
+            Arc::clone(&self.reloader),
+            background.clone(),
+        ));
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(admin::serve(
             self.admin,
@@ -111,7 +118,33 @@ impl App {
             tracing::warn!("shutdown timeout reached with requests still in flight");
         }
         admin_stop.cancel();
-        let _ = admin.await; // the admin task only ends by cancellation
+        background.cancel();
+        // These tasks only end by cancellation; their results carry nothing.
+        let _ = tokio::join!(admin, health, sweeper);
+    }
+}
+
+/// How often draining targets are looked at: one that is idle (or past its
+/// deregistration delay) leaves its group within this time.
+const DRAIN_SWEEP: Duration = Duration::from_millis(200);
+
+/// Drops drained targets by rebuilding the table once any group has one.
+async fn sweep_drained(reloader: Arc<Reloader>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(DRAIN_SWEEP);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let table = reloader.routes.load_full();
+        let drained = table.groups().values().any(|g| {
+            g.balancer
+                .targets()
+                .has_drained(g.config.deregistration_delay)
+        });
+        if drained {
+            reloader.rebuild();
+        }
     }
 }
 
@@ -170,6 +203,14 @@ impl Reloader {
         self.routes.store(table);
         *current = next;
         Ok(())
+    }
+
+    /// Rebuilds the route table from the config in force (targets carried over), e.g.
+    /// to drop targets that finished draining.
+    pub fn rebuild(&self) {
+        let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let table = RouteTable::build(&current, Some(&self.routes.load_full()));
+        self.routes.store(table);
     }
 
     /// Reloads and logs the outcome (for SIGHUP).

@@ -7,6 +7,8 @@
 //!   (every problem reported at once, with file, line and field).
 //! - [`target`]: [`target::Target`]s (one `ip:port`, with atomic health and in-flight
 //!   count) and the [`target::TargetSet`] of a target group at one instant.
+//! - [`health`]: active health checks and passive outlier detection, written into each
+//!   target's atomics (no table rebuild on a flip).
 //! - [`balance`]: a [`balance::Balancer`] built from a target set picks a target per request.
 //! - [`routing`]: the compiled [`routing::RouteTable`] (listener rules, actions, target
 //!   groups), swapped whole in one `ArcSwap` on every change; requests read it lock-free.
@@ -21,6 +23,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod health;
 pub mod listener;
 pub mod proxy;
 pub mod routing;

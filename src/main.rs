@@ -88,7 +88,11 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
-    let mut runtime = if workers == Some(1) { tokio::runtime::Builder::new_current_thread() } else { tokio::runtime::Builder::new_multi_thread() };
+    let mut runtime = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     runtime.enable_all();
     if let Some(n) = workers.filter(|&n| n > 1) {
         runtime.worker_threads(n);

@@ -6,8 +6,9 @@
 //! is a plain `==`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// A target's health state, as ALB reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -54,6 +55,55 @@ pub struct Target {
     in_flight: AtomicUsize,
     /// Open connections to this target, carried across reloads with it.
     pub pool: crate::upstream::Pool,
+    /// Health-check and draining details, for the admin API and slow start.
+    pub status: Status,
+}
+
+/// Milliseconds on a process-wide monotonic clock (0 = never).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// What is known about a target besides its health state; every field is an atomic
+/// written by one owner (the health checker, the proxy or the reconciler).
+#[derive(Debug, Default)]
+pub struct Status {
+    /// ALB reason code of the current state (index into [`REASONS`]).
+    pub reason: AtomicU8,
+    /// When the last health check completed ([`now_ms`]), 0 if never.
+    pub last_check_ms: AtomicU64,
+    /// Consecutive passing health checks.
+    pub passes: AtomicU32,
+    /// Consecutive failing health checks.
+    pub failures: AtomicU32,
+    /// When the target last turned healthy ([`now_ms`]): slow start ramps from here.
+    pub healthy_since_ms: AtomicU64,
+    /// When draining began ([`now_ms`]), 0 if not draining.
+    pub draining_since_ms: AtomicU64,
+    /// Consecutive failed requests (outlier detection).
+    pub request_errors: AtomicU32,
+    /// Ejected by outlier detection until this time ([`now_ms`]), 0 if not ejected.
+    pub ejected_until_ms: AtomicU64,
+    /// Ejections so far; each one lasts twice as long as the one before.
+    pub ejections: AtomicU32,
+}
+
+/// ALB's target health reason codes, indexed by [`Status::reason`].
+pub const REASONS: [&str; 8] = [
+    "",
+    "Elb.InitialHealthChecking",
+    "Target.ResponseCodeMismatch",
+    "Target.Timeout",
+    "Target.FailedHealthChecks",
+    "Target.DeregistrationInProgress",
+    "Target.HealthCheckDisabled",
+    "Target.Ejected",
+];
+
+/// Index of a reason code in [`REASONS`].
+pub fn reason_index(code: &str) -> u8 {
+    REASONS.iter().position(|r| *r == code).unwrap_or(0) as u8
 }
 
 impl Target {
@@ -68,7 +118,102 @@ impl Target {
             health: AtomicU8::new(health as u8),
             in_flight: AtomicUsize::new(0),
             pool: crate::upstream::Pool::default(),
+            status: Status::default(),
         }
+    }
+
+    /// A new target for a group with or without health checks: `initial` (waiting for
+    /// its first checks) or `unused` (no checks: taken as healthy).
+    pub fn joining(addr: SocketAddr, checked: bool) -> Self {
+        let target = Self::new(
+            addr,
+            if checked {
+                Health::Initial
+            } else {
+                Health::Unused
+            },
+        );
+        let reason = if checked {
+            "Elb.InitialHealthChecking"
+        } else {
+            "Target.HealthCheckDisabled"
+        };
+        target
+            .status
+            .reason
+            .store(reason_index(reason), Ordering::Relaxed);
+        target
+    }
+
+    /// The reason code of the current state.
+    pub fn reason(&self) -> &'static str {
+        REASONS[usize::from(self.status.reason.load(Ordering::Relaxed)).min(REASONS.len() - 1)]
+    }
+
+    /// Whether outlier detection has this target ejected right now.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.status.ejected_until_ms.load(Ordering::Relaxed);
+        // Checked before reading the clock: almost always 0.
+        until != 0 && now_ms() < until
+    }
+
+    /// Keeps a listed target in rotation after a reconcile: a draining one rejoins, and
+    /// its state follows health checks being turned on or off.
+    fn rejoin(&self, checked: bool) {
+        let health = self.health();
+        let fresh = match (health, checked) {
+            (Health::Draining, _) | (Health::Unused, true) => Some(Health::Initial),
+            (Health::Initial | Health::Healthy | Health::Unhealthy, false) => Some(Health::Unused),
+            _ => None,
+        };
+        if let Some(fresh) = fresh {
+            let fresh = if checked { fresh } else { Health::Unused };
+            self.set_health(fresh);
+            self.status.draining_since_ms.store(0, Ordering::Relaxed);
+            let reason = if checked {
+                "Elb.InitialHealthChecking"
+            } else {
+                "Target.HealthCheckDisabled"
+            };
+            self.status
+                .reason
+                .store(reason_index(reason), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this target is draining (removed, finishing in-flight requests).
+    pub fn is_draining(&self) -> bool {
+        self.health() == Health::Draining
+    }
+
+    /// Starts draining: no new requests from now on.
+    pub fn start_draining(&self) {
+        if !self.is_draining() {
+            self.set_health(Health::Draining);
+            self.status
+                .draining_since_ms
+                .store(now_ms(), Ordering::Relaxed);
+            self.status.reason.store(
+                reason_index("Target.DeregistrationInProgress"),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether a draining target may now be dropped: idle, or past `delay`.
+    pub fn drained(&self, delay: Duration) -> bool {
+        let since = self.status.draining_since_ms.load(Ordering::Relaxed);
+        self.in_flight() == 0 || now_ms().saturating_sub(since) >= delay.as_millis() as u64
+    }
+
+    /// Share (0 to 1) of its normal traffic a target in slow start takes now.
+    pub fn slow_start_share(&self, slow_start: Duration) -> f64 {
+        let since = self.status.healthy_since_ms.load(Ordering::Relaxed);
+        if slow_start.is_zero() || since == 0 {
+            return 1.0;
+        }
+        let elapsed = now_ms().saturating_sub(since) as f64;
+        (elapsed / slow_start.as_millis() as f64).min(1.0)
     }
 
     /// Current health state.
@@ -81,9 +226,16 @@ impl Target {
         self.health.store(health as u8, Ordering::Relaxed);
     }
 
-    /// Whether the balancer may send new requests here.
+    /// Whether the balancer may send new requests here: healthy (or unchecked) and not
+    /// ejected by outlier detection.
     pub fn is_eligible(&self) -> bool {
-        matches!(self.health(), Health::Healthy | Health::Unused)
+        matches!(self.health(), Health::Healthy | Health::Unused) && !self.is_ejected()
+    }
+
+    /// Whether the target may take requests when the group fails open (no target is
+    /// eligible): anything but draining.
+    pub fn is_fail_open_eligible(&self) -> bool {
+        !self.is_draining()
     }
 
     /// Requests currently being forwarded to this target.
@@ -155,6 +307,57 @@ impl TargetSet {
             })
             .collect();
         Self { targets }
+    }
+
+    /// The next set of a target group whose members are now `addrs`:
+    ///
+    /// - members still listed keep their `Arc<Target>` (health, counts, pools);
+    /// - new addresses join as `initial` (`checked`) or `unused`;
+    /// - members no longer listed stay (ineligible once draining) until idle or
+    ///   `deregistration_delay` has passed; a draining member listed again rejoins.
+    ///
+    /// Members that must start draining are pushed to `to_drain` rather than marked
+    /// here: the previous set is still serving, and marking them now could leave it
+    /// with nothing eligible before the new set is stored.
+    pub fn reconcile(
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        previous: &TargetSet,
+        checked: bool,
+        deregistration_delay: Duration,
+        to_drain: &mut Vec<Arc<Target>>,
+    ) -> Self {
+        let mut addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let mut targets: Vec<Arc<Target>> = addrs
+            .iter()
+            .map(|&addr| match previous.find(addr) {
+                Some(existing) => {
+                    existing.rejoin(checked);
+                    Arc::clone(existing)
+                }
+                None => Arc::new(Target::joining(addr, checked)),
+            })
+            .collect();
+        for old in previous.targets() {
+            if addrs.binary_search(&old.addr).is_err() && !old.drained(deregistration_delay) {
+                if !old.is_draining() {
+                    to_drain.push(Arc::clone(old));
+                }
+                targets.push(Arc::clone(old));
+            }
+        }
+        targets.sort_unstable_by_key(|t| t.addr);
+        Self {
+            targets: targets.into(),
+        }
+    }
+
+    /// Whether a draining member could now be dropped by [`TargetSet::reconcile`].
+    pub fn has_drained(&self, deregistration_delay: Duration) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.is_draining() && t.drained(deregistration_delay))
     }
 
     /// The members, sorted by address.

@@ -1,4 +1,4 @@
-//! Least outstanding requests: the eligible target with the fewest requests in flight;
+//! Least outstanding requests: the accepted target with the fewest requests in flight;
 //! ties go to each target in turn, so an idle group is spread like round robin.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use crate::target::Target;
 
-pub(super) fn pick<'a>(targets: &'a [Arc<Target>], next: &AtomicUsize) -> Option<&'a Arc<Target>> {
+pub(super) fn pick<'a>(
+    targets: &'a [Arc<Target>],
+    next: &AtomicUsize,
+    accept: impl Fn(&Target) -> bool,
+) -> Option<&'a Arc<Target>> {
     let n = targets.len();
     if n == 0 {
         return None;
@@ -15,15 +19,13 @@ pub(super) fn pick<'a>(targets: &'a [Arc<Target>], next: &AtomicUsize) -> Option
     let mut best: Option<(&Arc<Target>, usize)> = None;
     for i in 0..n {
         let t = &targets[start.wrapping_add(i) % n];
-        if !t.is_eligible() {
+        let load = t.in_flight();
+        if best.is_some_and(|(_, b)| load >= b) || !accept(t) {
             continue;
         }
-        let load = t.in_flight();
-        if best.is_none_or(|(_, b)| load < b) {
-            best = Some((t, load));
-            if load == 0 {
-                break;
-            }
+        best = Some((t, load));
+        if load == 0 {
+            break;
         }
     }
     best.map(|(t, _)| t)

@@ -10,8 +10,9 @@ pub mod sticky;
 mod weighted_random;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use crate::config::Algorithm;
 use crate::target::{Target, TargetSet};
@@ -40,6 +41,10 @@ pub struct Balancer {
     /// starting each at zero would hand every rebuild's first request to the same
     /// (lowest-addressed) target, as would every replica started at once.
     next: AtomicUsize,
+    /// New targets ramp up over this long after turning healthy (zero: off).
+    slow_start: Duration,
+    /// Picks made while no target was eligible (ALB's fail-open).
+    fail_open: AtomicU64,
 }
 
 impl Balancer {
@@ -49,16 +54,65 @@ impl Balancer {
             algorithm,
             targets,
             next: AtomicUsize::new(fastrand::usize(..)),
+            slow_start: Duration::ZERO,
+            fail_open: AtomicU64::new(0),
         }
     }
 
-    /// The eligible target the algorithm chooses, or `None` when no target is eligible.
+    /// Ramps targets that turn healthy up linearly over `slow_start` (zero: off).
+    pub fn with_slow_start(mut self, slow_start: Duration) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// Picks made while no target was eligible.
+    pub fn fail_open_picks(&self) -> u64 {
+        self.fail_open.load(Ordering::Relaxed)
+    }
+
+    /// The target the algorithm chooses among the eligible ones (healthy or unchecked,
+    /// not ejected), with targets in slow start taking their ramped share. When no
+    /// target is eligible the group fails open, as ALB does: every target but the
+    /// draining ones may be picked. `None` only when nothing but draining targets remain.
     pub fn pick(&self) -> Option<&Arc<Target>> {
+        let slow_start = self.slow_start;
+        if !slow_start.is_zero() {
+            let ramped = |t: &Target| {
+                t.is_eligible() && {
+                    let share = t.slow_start_share(slow_start);
+                    share >= 1.0 || fastrand::f64() < share
+                }
+            };
+            let picked = match self.algorithm {
+                Algorithm::WeightedRandom => self.pick_with(Target::is_eligible, |t| {
+                    t.slow_start_share(slow_start).max(0.001)
+                }),
+                _ => self.pick_with(ramped, |_| 1.0),
+            };
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        if let Some(t) = self.pick_with(Target::is_eligible, |_| 1.0) {
+            return Some(t);
+        }
+        let t = self.pick_with(Target::is_fail_open_eligible, |_| 1.0)?;
+        self.fail_open.fetch_add(1, Ordering::Relaxed);
+        Some(t)
+    }
+
+    fn pick_with(
+        &self,
+        accept: impl Fn(&Target) -> bool,
+        share: impl Fn(&Target) -> f64,
+    ) -> Option<&Arc<Target>> {
         let targets = self.targets.targets();
         match self.algorithm {
-            Algorithm::RoundRobin => round_robin::pick(targets, &self.next),
-            Algorithm::LeastOutstandingRequests => least_outstanding::pick(targets, &self.next),
-            Algorithm::WeightedRandom => weighted_random::pick(targets),
+            Algorithm::RoundRobin => round_robin::pick(targets, &self.next, accept),
+            Algorithm::LeastOutstandingRequests => {
+                least_outstanding::pick(targets, &self.next, accept)
+            }
+            Algorithm::WeightedRandom => weighted_random::pick(targets, accept, share),
         }
     }
 
@@ -116,7 +170,8 @@ mod tests {
         ] {
             let s = set(3);
             s.targets()[0].set_health(Health::Unhealthy);
-            s.targets()[2].set_health(Health::Draining);
+            s.targets()[1].set_health(Health::Healthy);
+            s.targets()[2].start_draining();
             let b = Balancer::new(algorithm, s);
             let counts = counts(&b, 50);
             assert_eq!(
@@ -128,10 +183,32 @@ mod tests {
     }
 
     #[test]
-    fn no_eligible_target_picks_none() {
+    fn a_group_with_no_eligible_target_fails_open_but_never_to_draining_targets() {
+        let s = set(3);
+        s.targets()[0].set_health(Health::Initial);
+        s.targets()[1].set_health(Health::Unhealthy);
+        s.targets()[2].start_draining();
+        for algorithm in [
+            Algorithm::RoundRobin,
+            Algorithm::LeastOutstandingRequests,
+            Algorithm::WeightedRandom,
+        ] {
+            let b = Balancer::new(algorithm, s.clone());
+            let counts = counts(&b, 60);
+            assert!(
+                !counts.contains_key(&3),
+                "{algorithm:?} picked a draining target"
+            );
+            assert_eq!(counts.len(), 2, "{algorithm:?}");
+            assert_eq!(b.fail_open_picks(), 60);
+        }
+    }
+
+    #[test]
+    fn only_draining_targets_pick_none() {
         let s = set(2);
         for t in s.targets() {
-            t.set_health(Health::Initial);
+            t.start_draining();
         }
         for algorithm in [
             Algorithm::RoundRobin,

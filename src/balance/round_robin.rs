@@ -1,11 +1,15 @@
-//! Round robin: each eligible target in turn.
+//! Round robin: each accepted target in turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::target::Target;
 
-pub(super) fn pick<'a>(targets: &'a [Arc<Target>], next: &AtomicUsize) -> Option<&'a Arc<Target>> {
+pub(super) fn pick<'a>(
+    targets: &'a [Arc<Target>],
+    next: &AtomicUsize,
+    accept: impl Fn(&Target) -> bool,
+) -> Option<&'a Arc<Target>> {
     let n = targets.len();
     if n == 0 {
         return None;
@@ -13,5 +17,5 @@ pub(super) fn pick<'a>(targets: &'a [Arc<Target>], next: &AtomicUsize) -> Option
     let start = next.fetch_add(1, Ordering::Relaxed);
     (0..n)
         .map(|i| &targets[(start.wrapping_add(i)) % n])
-        .find(|t| t.is_eligible())
+        .find(|t| accept(t))
 }

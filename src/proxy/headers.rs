@@ -138,8 +138,8 @@ pub fn trace(headers: &mut HeaderMap) -> HeaderValue {
         value.extend_from_slice(b";");
         value.extend_from_slice(e);
     }
-    let value = HeaderValue::from_maybe_shared(value.freeze())
-        .unwrap_or(HeaderValue::from_static(""));
+    let value =
+        HeaderValue::from_maybe_shared(value.freeze()).unwrap_or(HeaderValue::from_static(""));
     headers.insert(&X_AMZN_TRACE_ID, value.clone());
     value
 }

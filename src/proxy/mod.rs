@@ -139,11 +139,19 @@ impl Proxy {
         self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
 
         let sent = forwarding.group.upstream.send(&target, req);
-        let (mut resp, reuse) = match tokio::time::timeout(timeout, sent).await {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(e)) => return Err(Error::from_upstream(e)),
-            Err(_) => return Err(Error::Timeout),
+        let outcome = match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(sent)) => Ok(sent),
+            Ok(Err(e)) => Err(Error::from_upstream(e)),
+            Err(_) => Err(Error::Timeout),
         };
+        if let Some(od) = &forwarding.group.config.outlier_detection {
+            let failed = outcome
+                .as_ref()
+                .map_or(true, |(resp, _)| resp.status().is_server_error());
+            let group = forwarding.group.balancer.targets().targets();
+            crate::health::outlier::record(group, &target, od, failed);
+        }
+        let (mut resp, reuse) = outcome?;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         set_sticky_cookies(&mut resp, &forwarding);
@@ -164,7 +172,10 @@ impl Proxy {
                 Ok(resp.map(|_| Body::empty()))
             }
             _ => {
-                let tail = Tail { in_flight: Some(forwarding.in_flight), reuse };
+                let tail = Tail {
+                    in_flight: Some(forwarding.in_flight),
+                    reuse,
+                };
                 Ok(resp.map(|b| Body::Target(b, tail)))
             }
         }

@@ -28,6 +28,9 @@ pub use rules::Request;
 pub struct RouteTable {
     listeners: Vec<ListenerRoutes>,
     groups: BTreeMap<String, Arc<TargetGroup>>,
+    /// Targets this table removed from their groups: they start draining once the
+    /// table is stored (not before: the previous table is still serving with them).
+    to_drain: Vec<Arc<crate::target::Target>>,
 }
 
 impl RouteTable {
@@ -186,26 +189,48 @@ pub struct TargetGroup {
 
 /// The handle to the current route table: cheap to clone, readers never block.
 #[derive(Debug, Clone)]
-pub struct Routes(Arc<ArcSwap<RouteTable>>);
+pub struct Routes(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    table: ArcSwap<RouteTable>,
+    /// Bumped on every store, for stages that follow the table (health checks).
+    version: tokio::sync::watch::Sender<u64>,
+}
 
 impl Routes {
     /// A handle holding `table`.
     pub fn new(table: RouteTable) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(table)))
+        Self(Arc::new(Shared {
+            table: ArcSwap::from_pointee(table),
+            version: tokio::sync::watch::Sender::new(0),
+        }))
     }
 
     /// The current table, for a short scope (do not hold across `.await`).
     pub fn load(&self) -> arc_swap::Guard<Arc<RouteTable>> {
-        self.0.load()
+        self.0.table.load()
     }
 
     /// The current table, owned (may be held across `.await`).
     pub fn load_full(&self) -> Arc<RouteTable> {
-        self.0.load_full()
+        self.0.table.load_full()
     }
 
     /// Replaces the table; requests already routed keep the one they loaded.
     pub fn store(&self, table: RouteTable) {
-        self.0.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.0.table.store(Arc::clone(&table));
+        // Only now: until the store, the previous table was serving with these targets
+        // and might have had no other. They stay in their sets until drained, unpicked.
+        for target in &table.to_drain {
+            target.start_draining();
+        }
+        self.0.version.send_modify(|v| *v += 1);
+    }
+
+    /// Notified after every [`Routes::store`].
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.version.subscribe()
     }
 }

@@ -12,16 +12,20 @@ use super::{
 };
 use crate::balance::Balancer;
 use crate::config;
-use crate::target::{Health, TargetSet};
+use crate::target::TargetSet;
 use crate::upstream;
 
 pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> RouteTable {
+    let mut to_drain = Vec::new();
     let groups: BTreeMap<String, Arc<TargetGroup>> = config
         .target_groups
         .values()
         .map(|g| {
             let old = previous.and_then(|p| p.groups.get(&g.name));
-            (g.name.clone(), Arc::new(group(g, old.map(|o| &**o))))
+            (
+                g.name.clone(),
+                Arc::new(group(g, old.map(|o| &**o), &mut to_drain)),
+            )
         })
         .collect();
     let listeners = config
@@ -41,15 +45,26 @@ pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> R
             }
         })
         .collect();
-    RouteTable { listeners, groups }
+    RouteTable {
+        listeners,
+        groups,
+        to_drain,
+    }
 }
 
-fn group(config: &config::TargetGroup, previous: Option<&TargetGroup>) -> TargetGroup {
+fn group(
+    config: &config::TargetGroup,
+    previous: Option<&TargetGroup>,
+    to_drain: &mut Vec<Arc<crate::target::Target>>,
+) -> TargetGroup {
     let config::Discovery::Static(addrs) = &config.discovery;
-    let targets = TargetSet::build(
+    let empty = TargetSet::default();
+    let targets = TargetSet::reconcile(
         addrs.iter().copied(),
-        previous.map(|p| p.balancer.targets()),
-        Health::Unused,
+        previous.map_or(&empty, |p| p.balancer.targets()),
+        config.health_check.is_some(),
+        config.deregistration_delay,
+        to_drain,
     );
     let upstream = match previous {
         Some(p) if p.upstream.serves(config) => p.upstream.clone(),
@@ -57,7 +72,7 @@ fn group(config: &config::TargetGroup, previous: Option<&TargetGroup>) -> Target
     };
     TargetGroup {
         config: config.clone(),
-        balancer: Balancer::new(config.algorithm, targets),
+        balancer: Balancer::new(config.algorithm, targets).with_slow_start(config.slow_start),
         upstream,
     }
 }

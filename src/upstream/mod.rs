@@ -49,7 +49,10 @@ pub enum Error {
 impl Error {
     /// Whether no connection to the target could be made at all.
     pub fn is_connect(&self) -> bool {
-        matches!(self, Error::Connect(_) | Error::ConnectTimeout | Error::Handshake(_))
+        matches!(
+            self,
+            Error::Connect(_) | Error::ConnectTimeout | Error::Handshake(_)
+        )
     }
 }
 
@@ -85,7 +88,12 @@ impl Reusable {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = self.target.pool.http1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self
+            .target
+            .pool
+            .http1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_PER_TARGET {
             idle.push(self.sender);
         }
@@ -140,7 +148,15 @@ impl Client {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Reusable { sender, target: Arc::clone(target) }))),
+                Ok(resp) => {
+                    return Ok((
+                        resp,
+                        Some(Reusable {
+                            sender,
+                            target: Arc::clone(target),
+                        }),
+                    ))
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(Error::Request(e.into_error())),
@@ -155,10 +171,20 @@ impl Client {
             }
         });
         let resp = sender.send_request(req).await.map_err(Error::Request)?;
-        Ok((resp, Some(Reusable { sender, target: Arc::clone(target) })))
+        Ok((
+            resp,
+            Some(Reusable {
+                sender,
+                target: Arc::clone(target),
+            }),
+        ))
     }
 
-    async fn send_http2(&self, target: &Arc<Target>, req: Request<Incoming>) -> Result<Response<Incoming>, Error> {
+    async fn send_http2(
+        &self,
+        target: &Arc<Target>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, Error> {
         let pooled = target
             .pool
             .http2
