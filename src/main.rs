@@ -144,6 +144,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             humantime::format_duration(g.response_timeout),
             addrs.join(", ")
         );
+        match &g.health_check {
+            Some(h) => println!(
+                "  health check: {:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
+                h.protocol,
+                h.path,
+                humantime::format_duration(h.interval),
+                humantime::format_duration(h.timeout),
+                h.healthy_threshold,
+                h.unhealthy_threshold,
+                h.matcher
+            ),
+            None => println!("  health check: none (targets taken as healthy)"),
+        }
     }
     Ok(())
 }
