@@ -200,10 +200,14 @@ impl Target {
         }
     }
 
-    /// Whether a draining target may now be dropped: idle, or past `delay`.
+    /// Whether a draining target may now be dropped: idle, or past `delay`. A target
+    /// not draining yet (just removed) may be dropped only if idle.
     pub fn drained(&self, delay: Duration) -> bool {
         let since = self.status.draining_since_ms.load(Ordering::Relaxed);
-        self.in_flight() == 0 || now_ms().saturating_sub(since) >= delay.as_millis() as u64
+        // `since` is 0 until draining starts; without this check a busy target removed
+        // from a proxy up for longer than `delay` would count as drained at once.
+        self.in_flight() == 0
+            || (since != 0 && now_ms().saturating_sub(since) >= delay.as_millis() as u64)
     }
 
     /// Share (0 to 1) of its normal traffic a target in slow start takes now.
@@ -409,6 +413,18 @@ mod tests {
         assert_eq!(second.find(a).unwrap().health(), Health::Healthy);
         assert_eq!(second.find(b).unwrap().health(), Health::Initial);
         assert!(Arc::ptr_eq(second.find(a).unwrap(), &first.targets()[0]));
+    }
+
+    #[test]
+    fn a_busy_target_counts_as_drained_only_once_it_has_drained_for_the_delay() {
+        let t = Arc::new(Target::new("127.0.0.1:1".parse().unwrap(), Health::Healthy));
+        let busy = t.begin();
+        assert!(!t.drained(Duration::ZERO), "removed but not draining yet");
+        t.start_draining();
+        assert!(t.drained(Duration::ZERO));
+        assert!(!t.drained(Duration::from_secs(60)));
+        drop(busy);
+        assert!(t.drained(Duration::from_secs(60)));
     }
 
     #[test]

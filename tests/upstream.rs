@@ -34,12 +34,15 @@ async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsiz
                 let service = service_fn(move |_req| async move {
                     let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
                     if close_after_each {
-                        resp.headers_mut().insert("connection", "close".parse().unwrap());
+                        resp.headers_mut()
+                            .insert("connection", "close".parse().unwrap());
                     }
                     Ok::<_, Infallible>(resp)
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -89,7 +92,10 @@ async fn concurrent_requests_open_at_most_one_connection_each() {
         }
     }
     let opened = accepted.load(Ordering::SeqCst);
-    assert!((1..=8).contains(&opened), "{opened} connections for 8 concurrent requests");
+    assert!(
+        (1..=8).contains(&opened),
+        "{opened} connections for 8 concurrent requests"
+    );
     proxy.stop().await;
 }
 

@@ -28,5 +28,9 @@ pub(super) fn pick<'a>(
             break;
         }
     }
+    if best.is_none() {
+        // No pick, so the turn is not used (see round_robin): the fallback pass takes it.
+        next.fetch_sub(1, Ordering::Relaxed);
+    }
     best.map(|(t, _)| t)
 }

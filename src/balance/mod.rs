@@ -205,6 +205,22 @@ mod tests {
     }
 
     #[test]
+    fn a_group_failing_open_takes_every_target_in_turn() {
+        for algorithm in [Algorithm::RoundRobin, Algorithm::LeastOutstandingRequests] {
+            let s = set(2);
+            for t in s.targets() {
+                t.set_health(Health::Unhealthy);
+            }
+            let counts = counts(&Balancer::new(algorithm, s), 100);
+            assert_eq!(
+                counts.values().copied().collect::<Vec<_>>(),
+                vec![50; 2],
+                "{algorithm:?}"
+            );
+        }
+    }
+
+    #[test]
     fn only_draining_targets_pick_none() {
         let s = set(2);
         for t in s.targets() {

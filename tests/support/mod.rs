@@ -829,3 +829,290 @@ pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// One health check as a [`HealthBackend`] saw it.
+#[derive(Debug, Clone)]
+pub struct ProbeSeen {
+    pub at: std::time::Instant,
+    /// The status the endpoint answered with.
+    pub status: u16,
+    pub path: String,
+    pub headers: HeaderMap,
+}
+
+/// The health endpoint of a [`HealthBackend`]: its answer can be changed at runtime,
+/// and it records every probe and how many were in flight at once.
+#[derive(Debug)]
+struct HealthEndpoint {
+    status: std::sync::atomic::AtomicU16,
+    delay_ms: std::sync::atomic::AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    probes: std::sync::Mutex<Vec<ProbeSeen>>,
+}
+
+/// A backend with a health endpoint whose status and latency can be changed at runtime.
+///
+/// Made by [`health_backend_on`] (`/health` is the health endpoint, every other path is
+/// answered as by [`Backend`], and only those count as hits) or [`health_endpoint_on`]
+/// (every path is the health endpoint: a health check port apart from the traffic port).
+pub struct HealthBackend {
+    pub addr: SocketAddr,
+    pub name: String,
+    hits: Arc<AtomicUsize>,
+    health: Arc<HealthEndpoint>,
+    stop: CancellationToken,
+}
+
+impl HealthBackend {
+    /// Requests other than health checks.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Makes the health endpoint answer `status` from the next probe on.
+    pub fn set_health_status(&self, status: u16) {
+        self.health.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Makes the health endpoint wait `delay` before answering, from the next probe on.
+    pub fn set_health_delay(&self, delay: Duration) {
+        self.health
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Every probe received so far, in arrival order.
+    pub fn probes(&self) -> Vec<ProbeSeen> {
+        self.health.probes.lock().unwrap().clone()
+    }
+
+    /// Probes received so far.
+    pub fn probe_count(&self) -> usize {
+        self.health.probes.lock().unwrap().len()
+    }
+
+    /// Probes answered with `status` so far.
+    pub fn probes_answered(&self, status: u16) -> usize {
+        let probes = self.health.probes.lock().unwrap();
+        probes.iter().filter(|p| p.status == status).count()
+    }
+
+    /// The most probes the endpoint was answering at the same time.
+    pub fn max_concurrent_probes(&self) -> usize {
+        self.health.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting connections and closes the open ones (the port then refuses).
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for HealthBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a [`HealthBackend`] on `ip:0` whose `/health` answers 200 until told otherwise.
+pub async fn health_backend_on(ip: &str, name: &str) -> HealthBackend {
+    serve_health_backend(ip, name, false).await
+}
+
+/// Starts a health endpoint alone on `ip:0`: every request is a probe (answered 200
+/// until told otherwise), so its port can serve as a group's health check `port`.
+pub async fn health_endpoint_on(ip: &str) -> HealthBackend {
+    serve_health_backend(ip, "health", true).await
+}
+
+async fn serve_health_backend(ip: &str, name: &str, probes_only: bool) -> HealthBackend {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(HealthEndpoint {
+        status: std::sync::atomic::AtomicU16::new(200),
+        delay_ms: std::sync::atomic::AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        probes: std::sync::Mutex::new(Vec::new()),
+    });
+    let stop = CancellationToken::new();
+    let (name_c, hits_c, health_c, stop_c) =
+        (name.to_owned(), hits.clone(), health.clone(), stop.clone());
+    tokio::spawn(async move {
+        let last = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(r) => r, Err(_) => continue },
+                () = stop_c.cancelled() => return,
+            };
+            let (name, hits, health, last) = (
+                name_c.clone(),
+                hits_c.clone(),
+                health_c.clone(),
+                last.clone(),
+            );
+            let stop = stop_c.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let (name, hits, health, last) =
+                        (name.clone(), hits.clone(), health.clone(), last.clone());
+                    async move {
+                        let resp = if probes_only || req.uri().path() == "/health" {
+                            health_response(&health, req).await
+                        } else {
+                            backend_response(&name, &hits, &last, req).await
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+    });
+    HealthBackend {
+        addr,
+        name: name.to_owned(),
+        hits,
+        health,
+        stop,
+    }
+}
+
+/// Counts a probe out of the endpoint's in-flight count when its handler ends, also
+/// when the prober gives up and the handler is dropped.
+struct ProbeInFlight<'a>(&'a AtomicUsize);
+
+impl Drop for ProbeInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn health_response(health: &HealthEndpoint, req: Request<Incoming>) -> Response<BoxBody> {
+    let status = health.status.load(Ordering::SeqCst);
+    health.probes.lock().unwrap().push(ProbeSeen {
+        at: std::time::Instant::now(),
+        status,
+        path: req.uri().path().to_owned(),
+        headers: req.headers().clone(),
+    });
+    let now = health.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _in_flight = ProbeInFlight(&health.in_flight);
+    health.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let delay = health.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let mut resp = Response::new(full("health"));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    resp
+}
+
+/// A TCP listener that accepts connections and closes them at once (a target for TCP
+/// health checks); [`TcpTarget::close`] stops it, and the port then refuses.
+pub struct TcpTarget {
+    pub addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+    stop: CancellationToken,
+}
+
+impl TcpTarget {
+    /// Connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listening socket.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for TcpTarget {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Starts a [`TcpTarget`] on `ip:0`.
+pub async fn tcp_target_on(ip: &str) -> TcpTarget {
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let (accepts_c, stop_c) = (accepts.clone(), stop.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = listener.accept() => if r.is_ok() {
+                    accepts_c.fetch_add(1, Ordering::SeqCst);
+                },
+                // Returning drops the listener: the port refuses from then on.
+                () = stop_c.cancelled() => return,
+            }
+        }
+    });
+    TcpTarget {
+        addr,
+        accepts,
+        stop,
+    }
+}
+
+/// Group `group` of `GET /v1/targets` on the admin listener at `admin`.
+pub async fn group_status(admin: SocketAddr, group: &str) -> serde_json::Value {
+    let r = get(&format!("http://{admin}/v1/targets")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let json: serde_json::Value = serde_json::from_str(&r.body).expect("/v1/targets is JSON");
+    json["target_groups"]
+        .as_array()
+        .expect("target_groups is a list")
+        .iter()
+        .find(|g| g["name"] == group)
+        .unwrap_or_else(|| panic!("no target group {group:?} in {json}"))
+        .clone()
+}
+
+/// The `/v1/targets` entry of target `addr` in group `group`; `None` once it is no
+/// longer a member.
+pub async fn target_status(
+    admin: SocketAddr,
+    group: &str,
+    addr: SocketAddr,
+) -> Option<serde_json::Value> {
+    let group = group_status(admin, group).await;
+    let targets = group["targets"].as_array().expect("targets is a list");
+    targets
+        .iter()
+        .find(|t| t["target"] == addr.to_string().as_str())
+        .cloned()
+}
+
+/// Polls the entry of `addr` in `group` until its `state` is `state`, and returns it;
+/// panics after 5 s with the last entry seen.
+pub async fn wait_for_state(
+    admin: SocketAddr,
+    group: &str,
+    addr: SocketAddr,
+    state: &str,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let t = target_status(admin, group, addr).await;
+        if let Some(t) = t.as_ref().filter(|t| t["state"] == state) {
+            return t.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} did not turn {state} within 5s; last seen: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
