@@ -1,7 +1,7 @@
 //! Route lookup cost with 10, 100 and 1,000 listener rules.
 //!
-//! Rules mix indexed path forms (`/svc{i}/*`, exact paths) with wildcard patterns and
-//! host/header conditions; the looked-up request matches a rule near the end, the worst
+//! Rules mix indexed path forms (`/svc{i}/*`, exact paths), exact hosts (indexed too)
+//! and wildcard paths and hosts with header conditions (a quarter, not indexable); the looked-up request matches a rule near the end, the worst
 //! case for priority order.
 #![allow(missing_docs)]
 
@@ -20,8 +20,8 @@ fn config(rules: usize) -> Config {
         let conditions = match i % 4 {
             0 => format!("{{ path = [\"/svc{i}/*\"] }}"),
             1 => format!("{{ path = [\"/exact/{i}\"], method = [\"GET\"] }}"),
-            2 => format!("{{ host = [\"h{i}.example.com\", \"*.h{i}.example.org\"] }}"),
-            _ => format!("{{ path = [\"/img{i}/*.png\"], http_header = [{{ name = \"x-env\", values = [\"prod*\"] }}] }}"),
+            2 => format!("{{ host = [\"h{i}.example.com\", \"www.h{i}.example.org\"] }}"),
+            _ => format!("{{ path = [\"/img{i}/*.png\"], host = [\"*.h{i}.example.net\"], http_header = [{{ name = \"x-env\", values = [\"prod*\"] }}] }}"),
         };
         toml.push_str(&format!(
             "[[listeners.rules]]\npriority = {}\nconditions = {conditions}\naction = {{ forward = \"g\" }}\n",

@@ -181,7 +181,8 @@ impl Proxy {
         }
     }
 
-    /// Rewrites the request for the target: absolute URI, version, forwarding headers.
+    /// Rewrites the request for the target: URI form and version for the target's
+    /// protocol, hop-by-hop headers out, forwarding headers in.
     fn prepare(
         &self,
         req: &mut Request<Incoming>,

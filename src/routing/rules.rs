@@ -1,12 +1,14 @@
 //! Listener rules compiled for matching: conditions AND-ed, values within a condition
 //! OR-ed, rules tried by ascending priority.
 //!
-//! Exact paths and `/prefix/*` paths are indexed in a `matchit::Router`; every other path
-//! pattern (wildcards mid-pattern, `?`) and rules without a path condition go on an
-//! unindexed list. A lookup merges the indexed candidates for the path with the
-//! unindexed list, both sorted by priority, and stops at the first rule that matches.
+//! Exact paths and `/prefix/*` paths are indexed in a `matchit::Router`; of the other
+//! rules, those whose host patterns are all exact names are indexed by host; the rest
+//! (wildcard paths and hosts, rules on headers, methods, queries or addresses only) go on
+//! an unindexed list. A lookup merges the path candidates, the host candidates and the
+//! unindexed list, all sorted by priority, and stops at the first rule that matches.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Method};
@@ -137,7 +139,9 @@ pub(crate) struct Rules {
     /// the route matches, sorted by id.
     index: matchit::Router<usize>,
     candidates: Vec<Vec<u32>>,
-    /// Rules the index cannot answer for, sorted by id.
+    /// Host index: lower-cased exact host → rules (not path-indexed) naming it, by id.
+    hosts: HashMap<String, Vec<u32>>,
+    /// Rules neither index can answer for, sorted by id.
     unindexed: Vec<u32>,
 }
 
@@ -148,7 +152,19 @@ impl Rules {
         // Route text → (is prefix, matchit route) → rule ids.
         let mut routes: BTreeMap<(String, bool), Vec<u32>> = BTreeMap::new();
         let mut unindexed = Vec::new();
+        let mut hosts: HashMap<String, Vec<u32>> = HashMap::new();
         for (id, (rule, conf)) in compiled.iter().zip(rules).enumerate() {
+            let exact_hosts = !conf.conditions.host.is_empty()
+                && conf.conditions.host.iter().all(|h| !Glob::has_wildcards(h));
+            if !rule.path_indexed && exact_hosts {
+                for host in &conf.conditions.host {
+                    let ids = hosts.entry(host.to_ascii_lowercase()).or_default();
+                    if ids.last() != Some(&(id as u32)) {
+                        ids.push(id as u32);
+                    }
+                }
+                continue;
+            }
             if !rule.path_indexed {
                 unindexed.push(id as u32);
                 continue;
@@ -199,36 +215,44 @@ impl Rules {
             rules: compiled,
             index,
             candidates,
+            hosts,
             unindexed,
         }
     }
 
     /// The id of the first rule, by priority, that the request matches.
     pub(crate) fn find(&self, req: &Request<'_>) -> Option<usize> {
-        let indexed: &[u32] = match self.index.at(req.path) {
+        let by_path: &[u32] = match self.index.at(req.path) {
             Ok(m) => &self.candidates[*m.value],
             Err(_) => &[],
         };
-        let (mut i, mut u) = (0, 0);
+        let by_host: &[u32] = match req.host {
+            Some(host) if !self.hosts.is_empty() => {
+                let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                    Cow::Owned(host.to_ascii_lowercase())
+                } else {
+                    Cow::Borrowed(host)
+                };
+                self.hosts.get(host.as_ref()).map_or(&[], Vec::as_slice)
+            }
+            _ => &[],
+        };
+        // Three lists sorted by id (= priority order); each rule is in at most one.
+        let lists = [by_path, by_host, &self.unindexed];
+        let mut next = [0usize; 3];
         loop {
-            let (id, path_known) = match (indexed.get(i), self.unindexed.get(u)) {
-                (Some(&a), Some(&b)) if a < b => {
-                    i += 1;
-                    (a, true)
+            let mut best: Option<(usize, u32)> = None;
+            for (l, list) in lists.iter().enumerate() {
+                if let Some(&id) = list.get(next[l]) {
+                    if best.is_none_or(|(_, b)| id < b) {
+                        best = Some((l, id));
+                    }
                 }
-                (_, Some(&b)) => {
-                    u += 1;
-                    (b, false)
-                }
-                (Some(&a), None) => {
-                    i += 1;
-                    (a, true)
-                }
-                (None, None) => return None,
-            };
-            let id = id as usize;
-            if self.rules[id].matches(req, path_known) {
-                return Some(id);
+            }
+            let (l, id) = best?;
+            next[l] += 1;
+            if self.rules[id as usize].matches(req, l == 0) {
+                return Some(id as usize);
             }
         }
     }
@@ -241,5 +265,59 @@ impl Rules {
     /// Priority of the rule with this id.
     pub(crate) fn priority(&self, id: usize) -> u32 {
         self.rules[id].priority
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn rules(toml_rules: &str) -> Rules {
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:1\"\ndefault_action = {{ forward = \"g\" }}\n{toml_rules}\n[target_groups.g]\ndiscovery = {{ static = [] }}\n"
+        );
+        let config = config::Config::parse(Path::new("t.toml"), &text).unwrap();
+        Rules::build(&config.listeners[0].rules)
+    }
+
+    fn find(r: &Rules, host: &str, path: &str) -> Option<u32> {
+        let headers = HeaderMap::new();
+        let req = Request {
+            host: Some(host),
+            path,
+            query: None,
+            method: &Method::GET,
+            headers: &headers,
+            source_ip: [127, 0, 0, 1].into(),
+        };
+        r.find(&req).map(|id| r.priority(id))
+    }
+
+    #[test]
+    fn path_host_and_unindexed_rules_are_tried_in_one_priority_order() {
+        let r = rules(
+            r#"
+[[listeners.rules]]
+priority = 30
+conditions = { path = ["/api/*"] }
+action = { forward = "g" }
+[[listeners.rules]]
+priority = 10
+conditions = { host = ["A.example.com"] }
+action = { forward = "g" }
+[[listeners.rules]]
+priority = 20
+conditions = { method = ["GET"] }
+action = { forward = "g" }
+[[listeners.rules]]
+priority = 5
+conditions = { host = ["*.wild.com"] }
+action = { forward = "g" }
+"#,
+        );
+        assert_eq!(find(&r, "a.EXAMPLE.com", "/api/x"), Some(10));
+        assert_eq!(find(&r, "b.example.com", "/api/x"), Some(20));
+        assert_eq!(find(&r, "x.wild.com", "/api/x"), Some(5));
     }
 }
