@@ -264,6 +264,8 @@ pub struct HealthCheck {
 pub enum HealthProtocol {
     /// An HTTP/1.1 GET whose status must match.
     Http,
+    /// The same over TLS (the target's certificate is not verified, as on ALB).
+    Https,
     /// A TCP connection that must open.
     Tcp,
 }

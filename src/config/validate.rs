@@ -685,17 +685,14 @@ fn health_check(c: &mut Check, h: &HealthCheckFile) -> Option<HealthCheck> {
         "protocol",
         &h.protocol,
         HealthProtocol::Http,
-        &[("http", HealthProtocol::Http), ("tcp", HealthProtocol::Tcp)],
+        &[
+            ("http", HealthProtocol::Http),
+            ("https", HealthProtocol::Https),
+            ("tcp", HealthProtocol::Tcp),
+        ],
     );
-    if h.protocol.as_deref() == Some("https") {
-        c.problems.pop();
-        c.fail_at(
-            "protocol",
-            "\"https\" health checks are not supported by this build yet; use \"http\" or \"tcp\"",
-        );
-    }
     let default_timeout = match protocol {
-        HealthProtocol::Http => Duration::from_secs(5),
+        HealthProtocol::Http | HealthProtocol::Https => Duration::from_secs(5),
         HealthProtocol::Tcp => Duration::from_secs(10),
     };
     let interval = c.duration("interval", &h.interval, Duration::from_secs(30));
@@ -720,7 +717,7 @@ fn health_check(c: &mut Check, h: &HealthCheckFile) -> Option<HealthCheck> {
     if protocol == HealthProtocol::Tcp
         && (h.path.is_some() || h.matcher.is_some() || h.host.is_some())
     {
-        c.fail("path, matcher and host apply to http health checks only");
+        c.fail("path, matcher and host apply to http and https health checks only");
     }
     let port = match &h.port {
         None => None,
