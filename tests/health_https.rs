@@ -65,19 +65,10 @@ async fn tls_target(status: Arc<AtomicU16>) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn config(target: SocketAddr, protocol: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-default_action = {{ forward = "g" }}
-[target_groups.g]
-health_check = {{ protocol = "{protocol}", path = "/health", interval = "100ms", timeout = "90ms", healthy_threshold = 2, unhealthy_threshold = 2 }}
-discovery = {{ static = ["{target}"] }}
-"#
-    )
+    let check = format!(
+        r#"health_check = {{ protocol = "{protocol}", path = "/health", interval = "100ms", timeout = "90ms", healthy_threshold = 2, unhealthy_threshold = 2 }}"#
+    );
+    one_group_config(&[target], "", &check)
 }
 
 async fn state(proxy: &Proxy) -> (String, String) {

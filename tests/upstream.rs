@@ -50,18 +50,7 @@ async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsiz
 }
 
 fn config(target: SocketAddr) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-default_action = {{ forward = "g" }}
-[target_groups.g]
-discovery = {{ static = ["{target}"] }}
-"#
-    )
+    one_group_config(&[target], "", "")
 }
 
 #[tokio::test]
