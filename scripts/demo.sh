@@ -20,6 +20,12 @@ for n in 1 2 3; do
   python3 scripts/backend.py "backend-$n" "127.0.0.1:300$n" &
   pids+=($!)
 done
+for n in 1 2 3; do
+  for _ in $(seq 1 50); do
+    curl -fsS -o /dev/null "http://127.0.0.1:300$n/" 2>/dev/null && break
+    sleep 0.1
+  done
+done
 
 echo "==> checking $config"
 "$bin" check -c "$config"
