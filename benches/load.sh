@@ -11,7 +11,8 @@
 #   DURATION=10          seconds of measured load per proxy
 #   CONNECTIONS=50       concurrent wrk connections
 #   WARMUP=2             seconds of warm-up load per proxy
-#   PROXIES="ecslb nginx haproxy"   which proxies to run, in order
+#   PROXIES="ecslb nginx haproxy"   which proxies to run, in order; "ecslb-nometrics" is
+#                        ecslb with `[metrics] enabled = false` (the cost of metrics)
 #   ECSLB_BIN=path       use this ecslb binary; skip `cargo build --release`
 #   READY_TIMEOUT=15     seconds to wait for a proxy to answer
 #   KEEP_TMP=1           keep the temp dir (configs, logs) for debugging
@@ -47,8 +48,8 @@ read -r -a PROXY_LIST <<<"$PROXIES"
 ((${#PROXY_LIST[@]} > 0)) || die "PROXIES is empty"
 for p in "${PROXY_LIST[@]}"; do
     case $p in
-    ecslb | nginx | haproxy) ;;
-    *) die "unknown proxy '$p' in PROXIES (known: ecslb nginx haproxy)" ;;
+    ecslb | ecslb-nometrics | nginx | haproxy) ;;
+    *) die "unknown proxy '$p' in PROXIES (known: ecslb ecslb-nometrics nginx haproxy)" ;;
     esac
 done
 want() { [[ " ${PROXY_LIST[*]} " == *" $1 "* ]]; }
@@ -141,7 +142,7 @@ fi
 # --------------------------------------------------------------------------
 # 2. ecslb binary
 # --------------------------------------------------------------------------
-if want ecslb; then
+if want ecslb || want ecslb-nometrics; then
     if [[ -z ${ECSLB_BIN:-} ]]; then
         log "building ecslb: cargo build --release (in $ROOT)"
         (cd "$ROOT" && cargo build --release) ||
@@ -245,8 +246,8 @@ run_wrk() {
 # --------------------------------------------------------------------------
 # 3. Backends: one nginx, three server blocks, core 1.
 # --------------------------------------------------------------------------
-read -r P1 P2 P3 PORT_ECSLB PORT_NGINX PORT_HAPROXY <<<"$(free_ports 6)"
-declare -A PROXY_PORT=([ecslb]=$PORT_ECSLB [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
+read -r P1 P2 P3 PORT_ECSLB PORT_NGINX PORT_HAPROXY PORT_ECSLB_NM <<<"$(free_ports 7)"
+declare -A PROXY_PORT=([ecslb]=$PORT_ECSLB [ecslb-nometrics]=$PORT_ECSLB_NM [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
 
 BDIR="$WORK/backends"
 mkdir -p "$BDIR"
@@ -275,8 +276,10 @@ FAILED=0
 start_proxy() {
     local name=$1 port=$2 dir=$3
     case $name in
-    ecslb)
+    ecslb | ecslb-nometrics)
         render "$TPL_DIR/ecslb.toml.tmpl" "$dir/ecslb.toml" "$dir" "$port"
+        # The same proxy with request counting off, to measure what metrics cost.
+        [[ $name == ecslb-nometrics ]] && printf '\n[metrics]\nenabled = false\n' >>"$dir/ecslb.toml"
         RUST_LOG=${RUST_LOG:-warn} start_bg "$dir/stdout.log" \
             taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1
         ;;
@@ -370,7 +373,7 @@ OUT="$OUT_DIR/load-$STAMP.txt"
 
 version_of() {
     case $1 in
-    ecslb) timeout 5 "$ECSLB_BIN" --version 2>/dev/null | head -n 1 || true ;;
+    ecslb | ecslb-nometrics) timeout 5 "$ECSLB_BIN" --version 2>/dev/null | head -n 1 || true ;;
     nginx) nginx -v 2>&1 | head -n 1 ;;
     haproxy) haproxy -v 2>/dev/null | head -n 1 ;;
     esac

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, integration and doc tests, plus a build of the benchmarks.
-# Installs what the tests need when it is missing (curl), then runs `cargo test`.
+# Installs what the tests need when it is missing (curl, prometheus), then runs `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v curl >/dev/null; then
-  echo "==> installing curl"
+# curl (a real client in the HTTP/2 tests) and Prometheus with promtool (the metrics
+# tests scrape ecslb with a real Prometheus server), from Debian's packages.
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
   if [[ $(id -u) -eq 0 ]]; then
-    apt-get update -qq && apt-get install -y -qq curl
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   else
-    echo "curl is missing: install it (apt-get install curl)" >&2
+    echo "missing: ${missing[*]} (install with apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

@@ -1,4 +1,5 @@
 //! The admin listener: `GET /healthz` (process alive), `GET /ready` (listeners serving),
+//! `GET /metrics` (Prometheus), `GET /v1/sd/prometheus` (Prometheus HTTP service discovery),
 //! `GET /v1/routes` and `GET /v1/targets` (JSON), `POST /v1/reload`.
 //! Binds to loopback by default; it is not meant to face clients.
 
@@ -49,6 +50,26 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, stop: Cancell
 async fn handle(reloader: &Arc<Reloader>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let table = reloader.routes().load_full();
+            if !table.metrics_enabled {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "metrics are disabled ([metrics] enabled = false)\n",
+                );
+            }
+            let body = reloader.metrics.render(&table);
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        (&Method::GET, "/v1/sd/prometheus") => json_response(
+            StatusCode::OK,
+            &service_discovery(&reloader.routes().load()),
+        ),
         (&Method::GET, "/ready") if reloader.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/ready") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/v1/routes") => json_response(StatusCode::OK, &routes(&reloader.config())),
@@ -71,9 +92,11 @@ async fn handle(reloader: &Arc<Reloader>, req: Request<Incoming>) -> Response<Fu
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n"),
             }
         }
-        (_, "/healthz" | "/ready" | "/v1/routes" | "/v1/targets" | "/v1/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/ready" | "/metrics" | "/v1/routes" | "/v1/targets" | "/v1/sd/prometheus"
+            | "/v1/reload",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -116,6 +139,31 @@ pub fn targets(table: &RouteTable) -> Value {
         })
         .collect();
     json!({ "target_groups": groups })
+}
+
+/// The targets in Prometheus HTTP service-discovery format: one entry per target
+/// group, so Prometheus can scrape the targets themselves without asking AWS.
+pub fn service_discovery(table: &RouteTable) -> Value {
+    let entries: Vec<Value> = table
+        .groups()
+        .values()
+        .filter(|g| !g.balancer.targets().is_empty())
+        .map(|g| {
+            let targets: Vec<String> = g
+                .balancer
+                .targets()
+                .targets()
+                .iter()
+                .filter(|t| !t.is_draining())
+                .map(|t| t.addr.to_string())
+                .collect();
+            json!({
+                "targets": targets,
+                "labels": { "__meta_ecslb_target_group": g.config.name },
+            })
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 fn target_json(t: &Target) -> Value {

@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config};
+use crate::metrics::Metrics;
 use crate::routing::{RouteTable, Routes};
 use crate::{admin, listener, proxy};
 
@@ -23,6 +25,8 @@ use crate::{admin, listener, proxy};
 #[derive(Debug)]
 pub struct App {
     listeners: Vec<TcpListener>,
+    /// The access-log writer, when access logs are on (fixed until restart).
+    access_log: Option<AccessLog>,
     admin: TcpListener,
     reloader: Arc<Reloader>,
 }
@@ -43,8 +47,13 @@ impl App {
             .with_context(|| {
                 format!("cannot bind the admin listener to {}", config.admin.listen)
             })?;
+        let access_log = AccessLog::spawn(&config.access_log)?;
         let routes = Routes::new(RouteTable::build(&config, None));
+        let metrics = Arc::new(Metrics::new(
+            config.listeners.iter().map(|l| l.name.clone()),
+        ));
         let reloader = Arc::new(Reloader {
+            metrics,
             path: path.to_owned(),
             routes,
             config: Mutex::new(config),
@@ -52,6 +61,7 @@ impl App {
         });
         Ok(App {
             listeners,
+            access_log,
             admin,
             reloader,
         })
@@ -79,12 +89,21 @@ impl App {
     /// shutdown timeout for in-flight requests to finish.
     pub async fn run(self, stop: CancellationToken) {
         let routes = self.reloader.routes.clone();
+        let access_log = self.access_log;
         let mut serving = tokio::task::JoinSet::new();
         for (index, socket) in self.listeners.into_iter().enumerate() {
             let port = socket.local_addr().map_or(0, |a| a.port());
-            let proxy = Arc::new(proxy::Proxy::new(routes.clone(), index, port));
+            let metrics = Arc::clone(&self.reloader.metrics);
+            let proxy = Arc::new(proxy::Proxy::new(
+                routes.clone(),
+                Arc::clone(&metrics),
+                access_log.clone(),
+                index,
+                port,
+            ));
             tracing::info!(listener = %routes.load().listener(index).name, addr = ?listener::http::local_addr(&socket), "listening");
             serving.spawn(listener::http::serve(
+                metrics,
                 socket,
                 proxy,
                 routes.clone(),
@@ -116,6 +135,9 @@ impl App {
         .await;
         if drained.is_err() {
             tracing::warn!("shutdown timeout reached with requests still in flight");
+        }
+        if let Some(log) = &access_log {
+            log.flush().await;
         }
         admin_stop.cancel();
         background.cancel();
@@ -151,6 +173,8 @@ async fn sweep_drained(reloader: Arc<Reloader>, stop: CancellationToken) {
 /// Re-reads the config file and swaps in a new route table.
 #[derive(Debug)]
 pub struct Reloader {
+    /// Process metrics (reloads are counted here); shared with the listeners.
+    pub metrics: Arc<Metrics>,
     path: PathBuf,
     routes: Routes,
     /// The config the current table was built from; reloads are serialised on it.
@@ -183,6 +207,12 @@ impl Reloader {
     /// Loads the file again; if valid, builds and stores a new route table (targets,
     /// their health and pools carry over). On error the running config stays.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload();
+        self.metrics.count_reload(result.is_ok());
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
         let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
         let next = Config::load(&self.path)?;
         for (i, (old, new)) in current.listeners.iter().zip(&next.listeners).enumerate() {

@@ -15,16 +15,22 @@
 //! - [`listener`]: accepts connections (HTTP/1.1 and HTTP/2) and serves them with [`proxy`].
 //! - [`proxy`]: the one L7 request path: route, pick, forward, stream the response back.
 //! - [`upstream`]: pooled keep-alive clients to targets (HTTP/1.1 or HTTP/2).
+//! - [`metrics`]: counters held where they are counted; `/metrics` rendered from the
+//!   route table, so series follow the live targets.
+//! - [`access_log`]: one JSON line per request with ALB's access-log fields, written by
+//!   a task of its own off the request path.
 //! - [`admin`]: the admin listener (`/healthz`, `/ready`, `/v1/routes`, `/v1/targets`,
 //!   `POST /v1/reload`).
 //! - [`app`]: wires the stages together, owns reload and graceful shutdown.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod shutdown;

@@ -57,6 +57,8 @@ pub struct Target {
     pub pool: crate::upstream::Pool,
     /// Health-check and draining details, for the admin API and slow start.
     pub status: Status,
+    /// Request and error counters, rendered by `/metrics` while the target is a member.
+    pub counters: crate::metrics::TargetCounters,
 }
 
 /// Milliseconds on a process-wide monotonic clock (0 = never).
@@ -119,6 +121,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             pool: crate::upstream::Pool::default(),
             status: Status::default(),
+            counters: crate::metrics::TargetCounters::default(),
         }
     }
 

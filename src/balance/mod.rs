@@ -43,8 +43,9 @@ pub struct Balancer {
     next: AtomicUsize,
     /// New targets ramp up over this long after turning healthy (zero: off).
     slow_start: Duration,
-    /// Picks made while no target was eligible (ALB's fail-open).
-    fail_open: AtomicU64,
+    /// Picks made while no target was eligible (ALB's fail-open); shared with the
+    /// group's next balancers, so the count survives rebuilds.
+    fail_open: Arc<AtomicU64>,
 }
 
 impl Balancer {
@@ -55,8 +56,19 @@ impl Balancer {
             targets,
             next: AtomicUsize::new(fastrand::usize(..)),
             slow_start: Duration::ZERO,
-            fail_open: AtomicU64::new(0),
+            fail_open: Arc::default(),
         }
+    }
+
+    /// Continues counting fail-open picks in `counter` (the previous balancer's).
+    pub fn with_fail_open_counter(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.fail_open = counter;
+        self
+    }
+
+    /// The fail-open counter, to hand to the group's next balancer.
+    pub fn fail_open_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.fail_open)
     }
 
     /// Ramps targets that turn healthy up linearly over `slow_start` (zero: off).

@@ -14,6 +14,8 @@ use serde::{Deserialize, Deserializer};
 pub(crate) struct ConfigFile {
     pub(crate) admin: Option<AdminFile>,
     pub(crate) shutdown: Option<ShutdownFile>,
+    pub(crate) metrics: Option<MetricsFile>,
+    pub(crate) access_log: Option<AccessLogFile>,
     #[serde(default)]
     pub(crate) listeners: Vec<ListenerFile>,
     #[serde(default)]
@@ -23,6 +25,16 @@ pub(crate) struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct AdminFile {
     pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AccessLogFile {
+    pub(crate) output: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct MetricsFile {
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

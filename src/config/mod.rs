@@ -29,6 +29,10 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Target groups by name.
     pub target_groups: BTreeMap<String, TargetGroup>,
+    /// Whether requests are counted for `/metrics` (`[metrics] enabled`, default true).
+    pub metrics_enabled: bool,
+    /// Where access logs go (`[access_log] output`: "off", "stdout" or a file path).
+    pub access_log: crate::access_log::Output,
 }
 
 /// The admin listener's settings.

@@ -204,6 +204,17 @@ impl TryFrom<ConfigFile> for super::Config {
                 });
             }
         }
+        let access_log = match file.access_log.as_ref().and_then(|a| a.output.as_deref()) {
+            None | Some("off") => crate::access_log::Output::Off,
+            Some("stdout") => crate::access_log::Output::Stdout,
+            Some("") => {
+                c.key("access_log", |c| {
+                    c.fail_at("output", "\"off\", \"stdout\" or a file path")
+                });
+                crate::access_log::Output::Off
+            }
+            Some(path) => crate::access_log::Output::File(path.into()),
+        };
         if c.problems.is_empty() {
             let listeners = listeners.into_iter().map(|(_, l)| l).collect();
             Ok(Config {
@@ -211,6 +222,12 @@ impl TryFrom<ConfigFile> for super::Config {
                 shutdown_timeout,
                 listeners,
                 target_groups,
+                metrics_enabled: file
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| m.enabled)
+                    .unwrap_or(true),
+                access_log,
             })
         } else {
             Err(c.problems)

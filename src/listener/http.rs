@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::idle::{watch_idle, Activity, IdleStream};
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::Routes;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
 /// their in-flight requests (the caller bounds that wait).
 pub async fn serve(
+    metrics: Arc<Metrics>,
     listener: TcpListener,
     proxy: Arc<Proxy>,
     routes: Routes,
@@ -51,7 +53,12 @@ pub async fn serve(
             limits = current_limits;
             builder = self::builder(&limits);
         }
-        let activity = Activity::new();
+        let counters = metrics.listener(index);
+        counters.new_connections.fetch_add(1, Ordering::Relaxed);
+        counters.active_connections.fetch_add(1, Ordering::Relaxed);
+        let counting = routes.load().metrics_enabled;
+        let activity = Activity::new(counting.then(|| (Arc::clone(&metrics), index)));
+        let open = OpenConnection(Arc::clone(&metrics), index);
         let io = TokioIo::new(IdleStream::new(stream, Arc::clone(&activity)));
         let service = {
             let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
@@ -70,6 +77,7 @@ pub async fn serve(
             .into_owned();
         let conn = graceful.watch(conn);
         connections.spawn(async move {
+            let _open = open;
             tokio::select! {
                 result = conn => {
                     if let Err(e) = result {
@@ -84,6 +92,16 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Counts a client connection as active until dropped (also when its task is aborted).
+struct OpenConnection(Arc<Metrics>, usize);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let counters = self.0.listener(self.1);
+        counters.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {

@@ -17,25 +17,35 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::metrics::Metrics;
+
 /// Shared between the stream wrapper, the request service and the idle watchdog.
 #[derive(Debug)]
 pub(crate) struct Activity {
     /// Set on every read or write; cleared by the watchdog.
     moved: AtomicBool,
     pub(crate) requests: AtomicUsize,
+    /// The listener's processed-bytes counter, when metrics are on.
+    bytes: Option<(Arc<Metrics>, usize)>,
 }
 
 impl Activity {
-    pub(crate) fn new() -> Arc<Self> {
+    /// Activity of a connection of listener `index`, counting bytes into `metrics`.
+    pub(crate) fn new(metrics: Option<(Arc<Metrics>, usize)>) -> Arc<Self> {
         Arc::new(Self {
             moved: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
+            bytes: metrics,
         })
     }
 
-    fn touch(&self) {
+    fn touch(&self, bytes: usize) {
         // A plain store, not a read-modify-write: it is on every read and write.
         self.moved.store(true, Ordering::Relaxed);
+        if let Some((metrics, index)) = &self.bytes {
+            let counter = &metrics.listener(*index).processed_bytes;
+            counter.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
     }
 
     /// Whether anything happened since the last look (and forget it).
@@ -64,9 +74,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            this.activity.touch();
+            this.activity.touch(buf.filled().len() - before);
         }
         polled
     }
@@ -80,8 +91,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(_)) = polled {
-            this.activity.touch();
+        if let Poll::Ready(Ok(n)) = polled {
+            this.activity.touch(n);
         }
         polled
     }
@@ -93,8 +104,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(_)) = polled {
-            this.activity.touch();
+        if let Poll::Ready(Ok(n)) = polled {
+            this.activity.touch(n);
         }
         polled
     }

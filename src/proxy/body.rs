@@ -28,6 +28,10 @@ pub struct Tail {
     pub in_flight: Option<InFlight>,
     /// The HTTP/1.1 connection the body arrives on.
     pub reuse: Option<Reusable>,
+    /// The access-log record to write when the body ends.
+    pub record: Option<Box<super::record::Record>>,
+    /// Body bytes sent so far (counted only for the access log).
+    pub sent: u64,
 }
 
 impl Tail {
@@ -35,6 +39,13 @@ impl Tail {
         self.in_flight.take();
         if let Some(reuse) = self.reuse.take() {
             reuse.release();
+        }
+        self.write_record();
+    }
+
+    fn write_record(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.write(self.sent);
         }
     }
 }
@@ -47,6 +58,8 @@ impl Drop for Body {
             if http_body::Body::is_end_stream(body) {
                 tail.finish();
             }
+            // A body cut short (client gone) is still logged, with what was sent.
+            tail.write_record();
         }
     }
 }
@@ -75,6 +88,9 @@ impl http_body::Body for Body {
             Body::Target(body, tail) => {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
+                    Poll::Ready(Some(Ok(frame))) if tail.record.is_some() => {
+                        tail.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    }
                     Poll::Ready(None) => tail.finish(),
                     // A broken body leaves its connection unusable: drop it, do not pool it.
                     Poll::Ready(Some(Err(_))) => tail.reuse = None,

@@ -9,10 +9,12 @@ mod body;
 pub mod desync;
 mod error;
 pub mod headers;
+mod record;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
@@ -23,16 +25,23 @@ use hyper_util::rt::TokioIo;
 pub use body::{Body, Tail};
 pub use error::Error;
 
+use crate::access_log::AccessLog;
 use crate::balance::sticky;
 use crate::config::{self, Stickiness};
 use crate::listener::idle::{watch_idle, Activity, IdleStream};
+use crate::metrics::Metrics;
 use crate::routing::{self, Action, Routes};
 use crate::target::InFlight;
+use record::Record;
 
 /// Serves the requests of one listener.
 #[derive(Debug)]
 pub struct Proxy {
     routes: Routes,
+    /// Per-listener counters (connections, proxy-generated responses).
+    metrics: Arc<Metrics>,
+    /// Where access-log records go, when access logs are on.
+    access_log: Option<AccessLog>,
     /// Position of the listener in the config (and in each route table).
     listener: usize,
     /// The listener's port, for `X-Forwarded-Port` and redirects.
@@ -48,9 +57,17 @@ struct Forwarding {
 
 impl Proxy {
     /// A proxy for the listener at `listener` (its position in the config).
-    pub fn new(routes: Routes, listener: usize, port: u16) -> Self {
+    pub fn new(
+        routes: Routes,
+        metrics: Arc<Metrics>,
+        access_log: Option<AccessLog>,
+        listener: usize,
+        port: u16,
+    ) -> Self {
         Self {
             routes,
+            metrics,
+            access_log,
             listener,
             port,
         }
@@ -58,10 +75,32 @@ impl Proxy {
 
     /// Handles one request from `client`; never fails: errors become responses.
     pub async fn handle(&self, client: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-        match self.serve(client, req).await {
+        let mut record = self.access_log.as_ref().map(|log| {
+            let name = self.routes.load().listener(self.listener).name.clone();
+            Record::new(log, &name, client, &req)
+        });
+        let mut resp = self.respond(client, req, record.as_mut()).await;
+        if let Some(record) = record {
+            record.finish(&mut resp);
+        }
+        resp
+    }
+
+    async fn respond(
+        &self,
+        client: SocketAddr,
+        req: Request<Incoming>,
+        record: Option<&mut Record>,
+    ) -> Response<Body> {
+        let mut record = record;
+        match self.serve(client, req, record.as_deref_mut()).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, reason = e.label(), "request answered by the proxy");
+                if let Some(record) = record {
+                    record.error(e.label());
+                }
+                self.count_elb_response(e.status());
                 let mut resp = status_response(e.status());
                 if e.closes_connection() {
                     resp.headers_mut()
@@ -76,11 +115,13 @@ impl Proxy {
         &self,
         client: SocketAddr,
         mut req: Request<Incoming>,
+        mut record: Option<&mut Record>,
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
-        let (forwarding, timeout, idle_timeout) = {
+        let (forwarding, timeout, idle_timeout, counting) = {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
+            let counting = table.metrics_enabled.then_some(table.listeners().len());
             check_limits(&req, &listener.limits)?;
             if req.version() <= Version::HTTP_11 {
                 let (tier, reason) = desync::classify(&req);
@@ -105,16 +146,24 @@ impl Proxy {
                 headers: req.headers(),
                 source_ip: client.ip(),
             };
-            let (action, _priority) = listener.route(&rule_req);
+            let (action, priority) = listener.route(&rule_req);
+            if let Some(record) = record.as_deref_mut() {
+                record.rule(priority);
+            }
             match action {
                 Action::FixedResponse(f) => {
                     let mut resp = Response::new(Body::full(f.body.clone()));
                     *resp.status_mut() = f.status;
                     resp.headers_mut()
                         .insert(header::CONTENT_TYPE, f.content_type.clone());
+                    self.count_elb_response(f.status);
                     return Ok(resp);
                 }
-                Action::Redirect(r) => return Ok(redirect(r, &req, host, self.port)),
+                Action::Redirect(r) => {
+                    let resp = redirect(r, &req, host, self.port);
+                    self.count_elb_response(resp.status());
+                    return Ok(resp);
+                }
                 Action::Forward(forward) => {
                     let (group, new_group_cookie) = forward.pick_group(req.headers());
                     let target = sticky_target(group, req.headers())
@@ -129,6 +178,7 @@ impl Proxy {
                         forwarding,
                         group.config.response_timeout,
                         listener.idle_timeout,
+                        counting,
                     )
                 }
             }
@@ -136,14 +186,36 @@ impl Proxy {
         let target = Arc::clone(forwarding.in_flight.target());
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
+        let trace_id = self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
+        if let Some(record) = record.as_deref_mut() {
+            record.forwarding(&forwarding.group.config.name, target.addr, &trace_id);
+        }
 
+        let started = counting.map(|_| Instant::now());
         let sent = forwarding.group.upstream.send(&target, req);
         let outcome = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(e)) => Err(Error::from_upstream(e)),
             Err(_) => Err(Error::Timeout),
         };
+        if let (Some(listeners), Some(started)) = (counting, started) {
+            match &outcome {
+                Ok((resp, _)) => {
+                    forwarding.group.counters.record(started.elapsed());
+                    let status = resp.status().as_u16();
+                    target
+                        .counters
+                        .count_response(self.listener, listeners, status);
+                }
+                Err(Error::Connect(_)) => {
+                    target
+                        .counters
+                        .connection_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+        }
         if let Some(od) = &forwarding.group.config.outlier_detection {
             let failed = outcome
                 .as_ref()
@@ -152,6 +224,9 @@ impl Proxy {
             crate::health::outlier::record(group, &target, od, failed);
         }
         let (mut resp, reuse) = outcome?;
+        if let Some(record) = record {
+            record.answered(resp.status().as_u16());
+        }
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::strip_hop_by_hop(resp.headers_mut(), switching);
         set_sticky_cookies(&mut resp, &forwarding);
@@ -175,6 +250,7 @@ impl Proxy {
                 let tail = Tail {
                     in_flight: Some(forwarding.in_flight),
                     reuse,
+                    ..Tail::default()
                 };
                 Ok(resp.map(|b| Body::Target(b, tail)))
             }
@@ -191,7 +267,7 @@ impl Proxy {
         group: &routing::TargetGroup,
         upgrade: bool,
         close: bool,
-    ) {
+    ) -> HeaderValue {
         // HTTP/2 clients send the authority instead of a Host header; targets need Host.
         if !req.headers().contains_key(header::HOST) {
             if let Some(authority) = req.uri().authority() {
@@ -203,7 +279,7 @@ impl Proxy {
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
         headers::add_forwarded(headers, client.ip(), "http", self.port);
-        headers::trace(headers);
+        let trace_id = headers::trace(headers);
         if close {
             // Ambiguous request (desync defensive mode): the target connection must not
             // be reused either.
@@ -224,6 +300,17 @@ impl Proxy {
         }
         *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
         *req.version_mut() = group.upstream.version();
+        trace_id
+    }
+}
+
+impl Proxy {
+    fn count_elb_response(&self, status: StatusCode) {
+        if self.routes.load().metrics_enabled {
+            self.metrics
+                .listener(self.listener)
+                .count_elb_response(status.as_u16());
+        }
     }
 }
 
@@ -240,7 +327,7 @@ async fn tunnel(
     let (Ok(client_io), Ok(target_io)) = tokio::join!(client, target) else {
         return;
     };
-    let activity = Activity::new();
+    let activity = Activity::new(None);
     let mut client_io = IdleStream::new(TokioIo::new(client_io), Arc::clone(&activity));
     let mut target_io = TokioIo::new(target_io);
     tokio::select! {

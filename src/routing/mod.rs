@@ -31,6 +31,8 @@ pub struct RouteTable {
     /// Targets this table removed from their groups: they start draining once the
     /// table is stored (not before: the previous table is still serving with them).
     to_drain: Vec<Arc<crate::target::Target>>,
+    /// Whether the request path counts metrics (`[metrics] enabled`).
+    pub metrics_enabled: bool,
 }
 
 impl RouteTable {
@@ -185,6 +187,8 @@ pub struct TargetGroup {
     pub balancer: Balancer,
     /// Pooled client to the targets; carried across reloads while its settings hold.
     pub upstream: upstream::Client,
+    /// Response times and recent request counts; carried across rebuilds.
+    pub counters: Arc<crate::metrics::GroupCounters>,
 }
 
 /// The handle to the current route table: cheap to clone, readers never block.

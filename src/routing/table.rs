@@ -49,6 +49,7 @@ pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> R
         listeners,
         groups,
         to_drain,
+        metrics_enabled: config.metrics_enabled,
     }
 }
 
@@ -72,8 +73,13 @@ fn group(
     };
     TargetGroup {
         config: config.clone(),
-        balancer: Balancer::new(config.algorithm, targets).with_slow_start(config.slow_start),
+        balancer: Balancer::new(config.algorithm, targets)
+            .with_slow_start(config.slow_start)
+            .with_fail_open_counter(
+                previous.map_or_else(Default::default, |p| p.balancer.fail_open_counter()),
+            ),
         upstream,
+        counters: previous.map_or_else(Default::default, |p| Arc::clone(&p.counters)),
     }
 }
 

@@ -1116,3 +1116,4 @@ pub async fn wait_for_state(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+pub mod prometheus;

@@ -1,0 +1,89 @@
+//! Access logs: one JSON line per request with ALB's fields, written when the response
+//! has been sent (for a streamed body, with the bytes actually sent).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+#[tokio::test]
+async fn every_request_gets_one_json_line_with_alb_fields() {
+    let b = backend("one").await;
+    let dir = TempDir::new();
+    let log = dir.0.join("access.log");
+    let fixed = r#"[[listeners.rules]]
+priority = 7
+conditions = { path = ["/fixed"] }
+action = { fixed_response = { status = 418, body = "teapot" } }"#;
+    let toml = format!(
+        "[access_log]\noutput = \"{}\"\n{}",
+        log.display(),
+        one_group_config(&[b.addr], fixed, "")
+    );
+    let proxy = start_proxy(&toml).await;
+    let forwarded = get_with(
+        &proxy.url("/bytes?n=100000"),
+        &[("user-agent", "tester/1.0")],
+    )
+    .await;
+    assert_eq!(forwarded.body.len(), 100_000);
+    assert_eq!(get(&proxy.url("/fixed")).await.status, 418);
+    proxy.stop().await; // flushes the log
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let first = &lines[0];
+    assert_eq!(first["elb"], "web");
+    assert_eq!(first["target"], b.addr.to_string());
+    assert_eq!(first["elb_status_code"], 200);
+    assert_eq!(first["target_status_code"], "200");
+    assert_eq!(
+        first["sent_bytes"], 100_000,
+        "bytes of the streamed body actually sent"
+    );
+    assert_eq!(first["user_agent"], "tester/1.0");
+    assert_eq!(first["target_group"], "g");
+    assert_eq!(
+        first["matched_rule_priority"], 0,
+        "the default action, as ALB writes it"
+    );
+    assert!(first["request"]
+        .as_str()
+        .unwrap()
+        .starts_with("GET http://"));
+    assert!(first["request"]
+        .as_str()
+        .unwrap()
+        .ends_with("/bytes?n=100000 HTTP/1.1"));
+    assert!(first["trace_id"].as_str().unwrap().starts_with("Root=1-"));
+    assert!(first["target_processing_time"].as_f64().unwrap() >= 0.0);
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    let second = &lines[1];
+    assert_eq!(second["elb_status_code"], 418);
+    assert_eq!(second["target"], "-");
+    assert_eq!(second["matched_rule_priority"], 7);
+    assert_eq!(second["sent_bytes"], 6);
+    assert_eq!(second["target_processing_time"], -1.0);
+}
+
+#[tokio::test]
+async fn an_access_log_that_cannot_be_opened_stops_the_start() {
+    let b = backend("one").await;
+    let toml = format!(
+        "[access_log]\noutput = \"/nonexistent-dir/access.log\"\n{}",
+        one_group_config(&[b.addr], "", "")
+    );
+    let dir = TempDir::new();
+    let path = dir.0.join("ecslb.toml");
+    std::fs::write(&path, toml).unwrap();
+    let err = ecslb::app::App::bind(&path).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/nonexistent-dir/access.log"),
+        "{err:#}"
+    );
+}
