@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, integration and doc tests, plus a build of the benchmarks.
-# Installs what the tests need when it is missing (curl, prometheus), then runs `cargo test`.
+# Installs what the tests need when it is missing (curl, prometheus, the emulator's venv),
+# then runs `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+
+echo "==> the ECS emulator's Python venv (.venv: moto, boto3; about a minute the first time)"
+bash emulator/setup.sh >/dev/null
 
 echo "==> building and running the tests (the first build takes several minutes)"
 cargo test --all-targets --no-fail-fast

@@ -5,6 +5,7 @@
 //! `127.0.0.1:0` and read the addresses back), then [`App::run`] serves until its stop
 //! token fires.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +59,7 @@ impl App {
             routes,
             config: Mutex::new(config),
             ready: AtomicBool::new(false),
+            discovered: Mutex::default(),
         });
         Ok(App {
             listeners,
@@ -113,6 +115,7 @@ impl App {
         }
         let background = CancellationToken::new();
         let health = crate::health::spawn(routes.clone(), background.clone());
+        let discovery = crate::discovery::spawn(Arc::clone(&self.reloader), background.clone());
         let sweeper = tokio::spawn(sweep_drained(
             Arc::clone(&self.reloader),
             background.clone(),
@@ -142,7 +145,7 @@ impl App {
         admin_stop.cancel();
         background.cancel();
         // These tasks only end by cancellation; their results carry nothing.
-        let _ = tokio::join!(admin, health, sweeper);
+        let _ = tokio::join!(admin, health, sweeper, discovery);
     }
 }
 
@@ -180,6 +183,8 @@ pub struct Reloader {
     /// The config the current table was built from; reloads are serialised on it.
     config: Mutex<Config>,
     ready: AtomicBool,
+    /// The latest address set of each discovered (ECS, Cloud Map) group.
+    discovered: Mutex<HashMap<String, Vec<std::net::SocketAddr>>>,
 }
 
 /// Why a reload was refused; the running config stays.
@@ -229,7 +234,9 @@ impl Reloader {
                 self.path.display()
             )));
         }
-        let table = RouteTable::build(&next, Some(&self.routes.load_full()));
+        let discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        let table = RouteTable::build_with(&next, Some(&self.routes.load_full()), &discovered);
+        drop(discovered);
         self.routes.store(table);
         *current = next;
         Ok(())
@@ -239,8 +246,27 @@ impl Reloader {
     /// to drop targets that finished draining.
     pub fn rebuild(&self) {
         let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let table = RouteTable::build(&current, Some(&self.routes.load_full()));
+        let discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        let table = RouteTable::build_with(&current, Some(&self.routes.load_full()), &discovered);
+        drop(discovered);
         self.routes.store(table);
+    }
+
+    /// Takes a discovered group's new address set; rebuilds the table if it changed.
+    pub fn publish(&self, group: &str, addrs: Vec<std::net::SocketAddr>) {
+        {
+            let mut discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+            if discovered.get(group) == Some(&addrs) {
+                return;
+            }
+            tracing::info!(
+                target_group = group,
+                targets = addrs.len(),
+                "discovered targets changed"
+            );
+            discovered.insert(group.to_owned(), addrs);
+        }
+        self.rebuild();
     }
 
     /// Reloads and logs the outcome (for SIGHUP).
@@ -268,8 +294,16 @@ impl Reloader {
         &self.routes
     }
 
-    /// Whether the listeners are serving.
+    /// Whether the listeners are serving and every discovered group has had its first
+    /// successful discovery.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        if !self.ready.load(Ordering::Relaxed) {
+            return false;
+        }
+        let config = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        let discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
+        config.target_groups.values().all(|g| {
+            matches!(g.discovery, config::Discovery::Static(_)) || discovered.contains_key(&g.name)
+        })
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - [`config`]: the TOML file, parsed and validated into a typed [`config::Config`]
 //!   (every problem reported at once, with file, line and field).
+//! - [`discovery`]: ECS and Cloud Map polled per target group; each change publishes the
+//!   group's full address set and rebuilds the route table.
 //! - [`target`]: [`target::Target`]s (one `ip:port`, with atomic health and in-flight
 //!   count) and the [`target::TargetSet`] of a target group at one instant.
 //! - [`health`]: active health checks and passive outlier detection, written into each
@@ -28,6 +30,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod health;
 pub mod listener;
 pub mod metrics;

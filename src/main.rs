@@ -134,15 +134,33 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         println!("  default: {}", describe(&l.default_action));
     }
     for g in config.target_groups.values() {
-        let Discovery::Static(addrs) = &g.discovery;
-        let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let source = match &g.discovery {
+            Discovery::Static(addrs) => {
+                let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                format!("static [{}]", addrs.join(", "))
+            }
+            Discovery::Ecs(e) => format!(
+                "ecs cluster {:?} {:?} container {:?} port {} every {}",
+                e.cluster,
+                e.tasks,
+                e.container,
+                e.port,
+                humantime::format_duration(e.refresh)
+            ),
+            Discovery::CloudMap(m) => format!(
+                "cloud_map {}/{} ({}) every {}",
+                m.namespace,
+                m.service,
+                m.health_status,
+                humantime::format_duration(m.refresh)
+            ),
+        };
         println!(
-            "target group {:?}: {:?}, {:?}, response timeout {}, static [{}]",
+            "target group {:?}: {:?}, {:?}, response timeout {}, {source}",
             g.name,
             g.algorithm,
             g.protocol_version,
             humantime::format_duration(g.response_timeout),
-            addrs.join(", ")
         );
         match &g.health_check {
             Some(h) => println!(

@@ -7,9 +7,10 @@
 //! disappear once it has drained and left its group: cardinality follows the live
 //! targets, whatever the churn.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::routing::RouteTable;
@@ -138,6 +139,10 @@ pub struct Metrics {
     listeners: Vec<(String, ListenerCounters)>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Discovery polls by (target group, succeeded): rare, so a lock is fine.
+    discovery: Mutex<BTreeMap<(String, bool), u64>>,
+    /// AWS API calls by name.
+    api_calls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -150,12 +155,32 @@ impl Metrics {
                 .collect(),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            discovery: Mutex::default(),
+            api_calls: Mutex::default(),
         }
     }
 
     /// The counters of the listener at `index`.
     pub fn listener(&self, index: usize) -> &ListenerCounters {
         &self.listeners[index].1
+    }
+
+    /// Counts a discovery poll of `group`.
+    pub fn count_discovery(&self, group: &str, ok: bool) {
+        let mut polls = self.discovery.lock().unwrap_or_else(|p| p.into_inner());
+        *polls.entry((group.to_owned(), ok)).or_default() += 1;
+    }
+
+    /// Counts one AWS API call (e.g. `ECS.ListTasks`).
+    pub fn count_api_call(&self, api: &'static str) {
+        let mut calls = self.api_calls.lock().unwrap_or_else(|p| p.into_inner());
+        *calls.entry(api).or_default() += 1;
+    }
+
+    /// AWS API calls made so far, by name.
+    pub fn api_calls(&self, api: &str) -> u64 {
+        let calls = self.api_calls.lock().unwrap_or_else(|p| p.into_inner());
+        calls.get(api).copied().unwrap_or(0)
     }
 
     /// Counts a config reload.
@@ -370,6 +395,40 @@ impl Metrics {
                 &[("listener", name)],
                 l.processed_bytes.load(Ordering::Relaxed),
             );
+        }
+        family(
+            w,
+            "discovery_refresh_total",
+            "counter",
+            "Discovery polls, by target group and result.",
+        );
+        for ((group, ok), n) in self
+            .discovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let result = if *ok { "success" } else { "failure" };
+            sample(
+                w,
+                "discovery_refresh_total",
+                &[("target_group", group), ("result", result)],
+                *n,
+            );
+        }
+        family(
+            w,
+            "discovery_api_calls_total",
+            "counter",
+            "AWS API calls made by discovery, by API.",
+        );
+        for (api, n) in self
+            .api_calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            sample(w, "discovery_api_calls_total", &[("api", api)], *n);
         }
         family(
             w,

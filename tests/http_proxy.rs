@@ -291,7 +291,7 @@ async fn drain(mut body: Incoming, peak: &mut u64) -> u64 {
             n += data.len() as u64;
         }
         frames += 1;
-        if frames % 64 == 0 {
+        if frames.is_multiple_of(64) {
             *peak = (*peak).max(rss_bytes());
         }
     }

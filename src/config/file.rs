@@ -209,6 +209,29 @@ pub(crate) struct StickinessFile {
 pub(crate) struct DiscoveryFile {
     #[serde(rename = "static")]
     pub(crate) fixed: Option<Vec<String>>,
-    pub(crate) ecs: Option<de::IgnoredAny>,
-    pub(crate) cloud_map: Option<de::IgnoredAny>,
+    pub(crate) ecs: Option<EcsFile>,
+    pub(crate) cloud_map: Option<CloudMapFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct EcsFile {
+    pub(crate) cluster: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) family: Option<String>,
+    pub(crate) started_by: Option<String>,
+    pub(crate) container: Option<String>,
+    pub(crate) port: Option<i64>,
+    pub(crate) refresh: Option<String>,
+    pub(crate) full_refresh: Option<String>,
+    pub(crate) healthy_tasks_only: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CloudMapFile {
+    pub(crate) namespace: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) health_status: Option<String>,
+    #[serde(default)]
+    pub(crate) query_parameters: BTreeMap<String, String>,
+    pub(crate) refresh: Option<String>,
 }

@@ -385,6 +385,59 @@ pub enum Stickiness {
 pub enum Discovery {
     /// A fixed list of addresses.
     Static(Vec<SocketAddr>),
+    /// The tasks of an ECS service (or task family, or `startedBy` value).
+    Ecs(EcsDiscovery),
+    /// The instances of an AWS Cloud Map service.
+    CloudMap(CloudMapDiscovery),
+}
+
+/// Which ECS tasks make up a target group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EcsDiscovery {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Which tasks of the cluster.
+    pub tasks: EcsTasks,
+    /// The container whose port receives traffic.
+    pub container: String,
+    /// The container port (for bridge/host tasks, its host port binding is used).
+    pub port: u16,
+    /// How often the task list is polled.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// How often every known task is described again, to see status and health changes.
+    #[serde(with = "humantime_serde")]
+    pub full_refresh: Duration,
+    /// Only tasks whose health is HEALTHY (otherwise: not UNHEALTHY).
+    pub healthy_tasks_only: bool,
+}
+
+/// The task filter of ECS discovery.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EcsTasks {
+    /// Tasks of a service.
+    Service(String),
+    /// Standalone tasks of a task-definition family.
+    Family(String),
+    /// Tasks started by this `startedBy` value.
+    StartedBy(String),
+}
+
+/// Which Cloud Map instances make up a target group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CloudMapDiscovery {
+    /// Namespace name.
+    pub namespace: String,
+    /// Service name.
+    pub service: String,
+    /// `HEALTHY`, `UNHEALTHY`, `ALL` or `HEALTHY_OR_ELSE_ALL`.
+    pub health_status: String,
+    /// Custom attributes instances must have.
+    pub query_parameters: BTreeMap<String, String>,
+    /// How often the instances are polled.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
 }
 
 mod humantime_serde {

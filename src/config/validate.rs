@@ -9,15 +9,16 @@ use http::Method;
 use ipnet::IpNet;
 
 use super::file::{
-    ActionFile, ConditionsFile, ConfigFile, DiscoveryFile, ForwardFile, HealthCheckFile,
-    ListenerFile, OutlierDetectionFile, PortFile, RuleFile, StickinessFile, TargetGroupFile,
+    ActionFile, CloudMapFile, ConditionsFile, ConfigFile, DiscoveryFile, EcsFile, ForwardFile,
+    HealthCheckFile, ListenerFile, OutlierDetectionFile, PortFile, RuleFile, StickinessFile,
+    TargetGroupFile,
 };
 use super::locate::Segment;
 use super::{
-    Action, Admin, Algorithm, Conditions, Config, DesyncMode, Discovery, FixedResponse,
-    HeaderCondition, HealthCheck, HealthProtocol, Limits, Listener, Matcher, OutlierDetection,
-    Protocol, ProtocolVersion, QueryCondition, Redirect, Rule, Stickiness, TargetGroup,
-    WeightedGroup,
+    Action, Admin, Algorithm, CloudMapDiscovery, Conditions, Config, DesyncMode, Discovery,
+    EcsDiscovery, EcsTasks, FixedResponse, HeaderCondition, HealthCheck, HealthProtocol, Limits,
+    Listener, Matcher, OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
+    Stickiness, TargetGroup, WeightedGroup,
 };
 
 /// One problem, at one field.
@@ -868,22 +869,18 @@ fn discovery(c: &mut Check, d: Option<&DiscoveryFile>) -> Discovery {
         c.fail("missing (required): e.g. discovery = { static = [\"127.0.0.1:3000\"] }");
         return Discovery::Static(Vec::new());
     };
-    if d.ecs.is_some() {
-        c.fail_at(
-            "ecs",
-            "ecs discovery is not supported by this build yet; use static",
-        );
+    let sources = [d.fixed.is_some(), d.ecs.is_some(), d.cloud_map.is_some()];
+    if sources.iter().filter(|&&s| s).count() != 1 {
+        c.fail("exactly one discovery source is required: static, ecs or cloud_map");
+        return Discovery::Static(Vec::new());
     }
-    if d.cloud_map.is_some() {
-        c.fail_at(
-            "cloud_map",
-            "cloud_map discovery is not supported by this build yet; use static",
-        );
+    if let Some(ecs) = &d.ecs {
+        return c.key("ecs", |c| ecs_discovery(c, ecs));
+    }
+    if let Some(cm) = &d.cloud_map {
+        return c.key("cloud_map", |c| cloud_map_discovery(c, cm));
     }
     let Some(list) = &d.fixed else {
-        if d.ecs.is_none() && d.cloud_map.is_none() {
-            c.fail("one discovery source is required: static");
-        }
         return Discovery::Static(Vec::new());
     };
     let addrs = c.key("static", |c| {
@@ -903,4 +900,80 @@ fn discovery(c: &mut Check, d: Option<&DiscoveryFile>) -> Discovery {
             .collect()
     });
     Discovery::Static(addrs)
+}
+
+fn refresh(c: &mut Check, key: &str, value: &Option<String>, default: Duration) -> Duration {
+    let d = c.duration(key, value, default);
+    if d < Duration::from_millis(100) {
+        c.fail_at(key, "must be at least 100ms");
+    }
+    d
+}
+
+fn ecs_discovery(c: &mut Check, e: &EcsFile) -> Discovery {
+    let cluster = c
+        .required("cluster", &e.cluster)
+        .cloned()
+        .unwrap_or_default();
+    let container = c
+        .required("container", &e.container)
+        .cloned()
+        .unwrap_or_default();
+    let port = match c.required("port", &e.port) {
+        Some(&p) if (1..=65535).contains(&p) => p as u16,
+        Some(&p) => {
+            c.fail_at("port", format!("{p} is out of range 1..=65535"));
+            0
+        }
+        None => 0,
+    };
+    let filters = [
+        e.service.clone().map(EcsTasks::Service),
+        e.family.clone().map(EcsTasks::Family),
+        e.started_by.clone().map(EcsTasks::StartedBy),
+    ];
+    let mut given = filters.into_iter().flatten();
+    let tasks = match (given.next(), given.next()) {
+        (Some(tasks), None) => tasks,
+        _ => {
+            c.fail("exactly one of service, family, started_by is required");
+            EcsTasks::Service(String::new())
+        }
+    };
+    let refresh_every = refresh(c, "refresh", &e.refresh, Duration::from_secs(10));
+    let full_refresh = refresh(c, "full_refresh", &e.full_refresh, refresh_every * 6);
+    Discovery::Ecs(EcsDiscovery {
+        cluster,
+        tasks,
+        container,
+        port,
+        refresh: refresh_every,
+        full_refresh,
+        healthy_tasks_only: e.healthy_tasks_only.unwrap_or(false),
+    })
+}
+
+fn cloud_map_discovery(c: &mut Check, m: &CloudMapFile) -> Discovery {
+    let namespace = c
+        .required("namespace", &m.namespace)
+        .cloned()
+        .unwrap_or_default();
+    let service = c
+        .required("service", &m.service)
+        .cloned()
+        .unwrap_or_default();
+    let health_status = m.health_status.clone().unwrap_or_else(|| "HEALTHY".into());
+    if !["HEALTHY", "UNHEALTHY", "ALL", "HEALTHY_OR_ELSE_ALL"].contains(&health_status.as_str()) {
+        c.fail_at(
+            "health_status",
+            format!("unknown value {health_status:?}; expected one of HEALTHY, UNHEALTHY, ALL, HEALTHY_OR_ELSE_ALL"),
+        );
+    }
+    Discovery::CloudMap(CloudMapDiscovery {
+        namespace,
+        service,
+        health_status,
+        query_parameters: m.query_parameters.clone(),
+        refresh: refresh(c, "refresh", &m.refresh, Duration::from_secs(10)),
+    })
 }

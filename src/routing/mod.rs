@@ -39,7 +39,18 @@ impl RouteTable {
     /// Compiles `config`, carrying targets (with their health and in-flight counts) and
     /// upstream connection pools over from `previous`.
     pub fn build(config: &config::Config, previous: Option<&RouteTable>) -> Self {
-        table::build(config, previous)
+        table::build(config, previous, &Default::default())
+    }
+
+    /// Like [`RouteTable::build`], with the latest addresses of discovered groups
+    /// (ECS, Cloud Map) by group name; a discovered group missing from `discovered`
+    /// keeps the addresses it had in `previous`.
+    pub fn build_with(
+        config: &config::Config,
+        previous: Option<&RouteTable>,
+        discovered: &std::collections::HashMap<String, Vec<std::net::SocketAddr>>,
+    ) -> Self {
+        table::build(config, previous, discovered)
     }
 
     /// The routes of the listener at this position in the config.

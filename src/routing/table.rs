@@ -1,7 +1,8 @@
 //! Building a [`RouteTable`] from a validated config: pure, apart from carrying the
 //! previous table's targets and upstream pools over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,17 +16,28 @@ use crate::config;
 use crate::target::TargetSet;
 use crate::upstream;
 
-pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> RouteTable {
+pub(super) fn build(
+    config: &config::Config,
+    previous: Option<&RouteTable>,
+    discovered: &HashMap<String, Vec<SocketAddr>>,
+) -> RouteTable {
     let mut to_drain = Vec::new();
     let groups: BTreeMap<String, Arc<TargetGroup>> = config
         .target_groups
         .values()
         .map(|g| {
             let old = previous.and_then(|p| p.groups.get(&g.name));
-            (
-                g.name.clone(),
-                Arc::new(group(g, old.map(|o| &**o), &mut to_drain)),
-            )
+            let addrs = match &g.discovery {
+                config::Discovery::Static(addrs) => addrs.clone(),
+                // Not discovered yet (first poll running, or a reload restarted it): keep
+                // what the group had, so a reload never empties a discovered group.
+                _ => discovered
+                    .get(&g.name)
+                    .cloned()
+                    .unwrap_or_else(|| old.map(|o| serving(&o.balancer)).unwrap_or_default()),
+            };
+            let built = group(g, &addrs, old.map(|o| &**o), &mut to_drain);
+            (g.name.clone(), Arc::new(built))
         })
         .collect();
     let listeners = config
@@ -53,12 +65,22 @@ pub(super) fn build(config: &config::Config, previous: Option<&RouteTable>) -> R
     }
 }
 
+/// The addresses of a balancer's targets that are not draining.
+fn serving(balancer: &Balancer) -> Vec<SocketAddr> {
+    let targets = balancer.targets().targets();
+    targets
+        .iter()
+        .filter(|t| !t.is_draining())
+        .map(|t| t.addr)
+        .collect()
+}
+
 fn group(
     config: &config::TargetGroup,
+    addrs: &[SocketAddr],
     previous: Option<&TargetGroup>,
     to_drain: &mut Vec<Arc<crate::target::Target>>,
 ) -> TargetGroup {
-    let config::Discovery::Static(addrs) = &config.discovery;
     let empty = TargetSet::default();
     let targets = TargetSet::reconcile(
         addrs.iter().copied(),

@@ -448,6 +448,15 @@ pub struct Binary {
 /// ports cannot be given `:0`, so a port taken between picking and binding makes the
 /// binary exit: then it is started again on other ports.
 pub async fn start_binary(config: impl Fn(SocketAddr, SocketAddr) -> String) -> Binary {
+    start_binary_with_env(config, &[]).await
+}
+
+/// [`start_binary`] with extra environment variables for the child (e.g. the AWS
+/// endpoint of an emulator: the environment of the test process is shared by tests).
+pub async fn start_binary_with_env(
+    config: impl Fn(SocketAddr, SocketAddr) -> String,
+    env: &[(&str, String)],
+) -> Binary {
     let mut log = String::new();
     for _ in 0..3 {
         let dir = TempDir::new();
@@ -459,9 +468,10 @@ pub async fn start_binary(config: impl Fn(SocketAddr, SocketAddr) -> String) -> 
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
             .args(["run", "--workers", "2", "-c"])
             .arg(&config_path)
-            .env("ECSLB_LOG", "info")
+            .env("ECSLB_LOG", "info,ecslb::proxy=debug")
             .env("ECSLB_LOG_FORMAT", "human")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log_path).expect("the log file is created"))
@@ -1116,4 +1126,5 @@ pub async fn wait_for_state(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+pub mod moto;
 pub mod prometheus;

@@ -1,0 +1,332 @@
+//! ECS and Cloud Map discovery end to end: the real ecslb binary, through the real AWS
+//! SDK, against the emulated ECS cluster (moto with ecslb's patches), whose tasks are
+//! real HTTP servers on their discovered addresses.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::moto::Cluster;
+use support::*;
+
+/// Every emulated cluster seeds the same addresses (127.16.1.4:8080, ...), so the
+/// tests of this file take turns.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn config<'a>(group: &'a str, extra: &'a str) -> impl Fn(SocketAddr, SocketAddr) -> String + 'a {
+    move |listener, admin| {
+        format!(
+            r#"
+[admin]
+listen = "{admin}"
+[[listeners]]
+name = "web"
+bind = "{listener}"
+default_action = {{ forward = "g" }}
+[target_groups.g]
+deregistration_delay = "5s"
+{extra}
+discovery = {{ {group} }}
+"#
+        )
+    }
+}
+
+const WEB: &str = r#"ecs = { cluster = "demo", service = "web", container = "app", port = 8080, refresh = "200ms", full_refresh = "400ms" }"#;
+const API: &str = r#"ecs = { cluster = "demo", service = "api", container = "app", port = 8080, refresh = "200ms", full_refresh = "400ms" }"#;
+
+/// The tasks (by the `hello from <task>` answers) that `n` requests reach.
+async fn answering(binary: &Binary, n: usize) -> HashSet<String> {
+    let client = client();
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let req = http::Request::get(binary.url("/"))
+            .body(Default::default())
+            .unwrap();
+        let r = send(&client, req).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        seen.insert(r.body.trim().to_owned());
+    }
+    seen
+}
+
+/// Waits (up to 10 s) until `n` requests reach exactly `want` distinct tasks.
+async fn wait_for_tasks(binary: &Binary, want: usize) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        seen = answering(binary, want * 6).await;
+        if seen.len() == want {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "wanted {want} tasks, requests reached {}: {seen:?}",
+        seen.len()
+    );
+}
+
+async fn targets(binary: &Binary) -> Vec<String> {
+    let r = get(&binary.admin_url("/v1/targets")).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["target_groups"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] != "draining")
+        .map(|t| t["target"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Health checks as a target group behind ALB has them: a task's address is known
+/// before its server listens, and checks keep it out of rotation until it answers.
+const CHECKS: &str = r#"health_check = { path = "/", interval = "100ms", timeout = "90ms", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awsvpc_tasks_are_targets_at_their_eni_address_and_follow_scaling() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let binary = start_binary_with_env(config(WEB, CHECKS), &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    let mut addrs = targets(&binary).await;
+    addrs.sort();
+    assert_eq!(
+        addrs,
+        ["127.16.1.4:8080", "127.16.1.5:8080", "127.16.1.6:8080"]
+    );
+
+    let ecs = cluster.ecs();
+    ecs.update_service()
+        .cluster("demo")
+        .service("web")
+        .desired_count(5)
+        .send()
+        .await
+        .unwrap();
+    wait_for_tasks(&binary, 5).await;
+    ecs.update_service()
+        .cluster("demo")
+        .service("web")
+        .desired_count(2)
+        .send()
+        .await
+        .unwrap();
+    wait_for_tasks(&binary, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_tasks_are_targets_on_their_dynamic_host_ports() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let binary = start_binary_with_env(config(API, CHECKS), &cluster.env()).await;
+    wait_for_tasks(&binary, 2).await;
+    // Four tasks on two instances: two per instance, each on its own host port.
+    let ecs = cluster.ecs();
+    ecs.update_service()
+        .cluster("demo")
+        .service("api")
+        .desired_count(4)
+        .send()
+        .await
+        .unwrap();
+    wait_for_tasks(&binary, 4).await;
+    let addrs = targets(&binary).await;
+    let on = |ip: &str| addrs.iter().filter(|a| a.starts_with(ip)).count();
+    assert_eq!((on("127.0.0.21:"), on("127.0.0.22:")), (2, 2), "{addrs:?}");
+    assert!(
+        addrs.iter().all(|a| !a.ends_with(":8080")),
+        "host ports, not the container port: {addrs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_health_turns_unhealthy_leaves() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let binary = start_binary_with_env(config(WEB, ""), &cluster.env()).await;
+    let before = wait_for_tasks(&binary, 3).await;
+    let arn = cluster.tasks("web").await.remove(0);
+    let tag = aws_sdk_ecs::types::Tag::builder()
+        .key("ecslb:health")
+        .value("UNHEALTHY")
+        .build();
+    cluster
+        .ecs()
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+    let after = wait_for_tasks(&binary, 2).await;
+    let id = arn.rsplit('/').next().unwrap();
+    assert!(before.iter().any(|b| b.contains(id)));
+    assert!(!after.iter().any(|b| b.contains(id)), "{after:?}");
+}
+
+/// Targets by state, from `/v1/targets`.
+async fn states(binary: &Binary) -> Vec<String> {
+    let r = get(&binary.admin_url("/v1/targets")).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["target_groups"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn wait_until_healthy(binary: &Binary, n: usize) {
+    for _ in 0..100 {
+        if states(binary)
+            .await
+            .iter()
+            .filter(|s| *s == "healthy")
+            .count()
+            == n
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never {n} healthy targets: {:?}", states(binary).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_replacement_of_every_task_fails_no_request() {
+    // Stopping tasks keep serving for 1 s (desiredStatus STOPPED, lastStatus RUNNING),
+    // as ECS's stop timeout lets them. Each task is stopped in turn once its replacement
+    // is healthy, as an ECS deployment with minimumHealthyPercent does.
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start_with(&["--stop-delay", "1"]);
+    let binary = start_binary_with_env(config(WEB, CHECKS), &cluster.env()).await;
+    wait_until_healthy(&binary, 3).await;
+    let before = wait_for_tasks(&binary, 3).await;
+
+    let url = binary.url("/");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
+    let load = tokio::spawn(async move {
+        let client = client();
+        let (mut ok, mut failed) = (0, Vec::new());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            let req = http::Request::get(&url).body(Default::default()).unwrap();
+            match client.request(req).await {
+                Ok(r) if r.status() == 200 => ok += 1,
+                Ok(r) => failed.push(r.status().to_string()),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        (ok, failed)
+    });
+    let ecs = cluster.ecs();
+    for arn in cluster.tasks("web").await {
+        ecs.stop_task()
+            .cluster("demo")
+            .task(&arn)
+            .send()
+            .await
+            .unwrap();
+        // The replacement must turn healthy, and the stopped task finish draining.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_until_healthy(&binary, 3).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}\n{}",
+        failed.len(),
+        ok + failed.len(),
+        binary.log()
+    );
+    assert!(ok > 100, "the load ran: {ok} requests");
+    let after = wait_for_tasks(&binary, 3).await;
+    assert!(
+        before.is_disjoint(&after),
+        "every task was replaced: {before:?} / {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecs_outage_keeps_the_last_targets_and_updates_resume_after() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let binary = start_binary_with_env(config(WEB, ""), &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    cluster.fail(503, -1).await;
+    // Longer than several refreshes, with requests flowing: none fails.
+    for _ in 0..10 {
+        assert_eq!(answering(&binary, 10).await.len(), 3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get(&binary.admin_url("/metrics")).await.body;
+    assert!(
+        metrics.contains(r#"ecslb_discovery_refresh_total{target_group="g",result="failure"}"#),
+        "{metrics}"
+    );
+    cluster.heal().await;
+    let ecs = cluster.ecs();
+    ecs.update_service()
+        .cluster("demo")
+        .service("web")
+        .desired_count(4)
+        .send()
+        .await
+        .unwrap();
+    wait_for_tasks(&binary, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_cluster_costs_one_list_tasks_per_refresh_and_no_describe() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let slow_full = r#"ecs = { cluster = "demo", service = "web", container = "app", port = 8080, refresh = "200ms", full_refresh = "1h" }"#;
+    let binary = start_binary_with_env(config(slow_full, ""), &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    cluster.reset_calls().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let calls = cluster.calls().await;
+    let list = calls["ECS.ListTasks"].as_u64().unwrap_or(0);
+    assert!(
+        (8..=12).contains(&list),
+        "about one ListTasks per 200 ms refresh in 2 s: {calls}"
+    );
+    assert_eq!(
+        calls.get("ECS.DescribeTasks"),
+        None,
+        "no DescribeTasks for known tasks: {calls}"
+    );
+    let metrics = get(&binary.admin_url("/metrics")).await.body;
+    assert!(metrics.contains(r#"ecslb_discovery_api_calls_total{api="ECS.ListTasks"}"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_map_instances_are_targets_and_unhealthy_ones_leave() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let cloud_map = r#"cloud_map = { namespace = "local", service = "web", health_status = "HEALTHY", refresh = "200ms" }"#;
+    let binary = start_binary_with_env(config(cloud_map, ""), &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    let arn = cluster.tasks("web").await.remove(0);
+    let tag = aws_sdk_ecs::types::Tag::builder()
+        .key("ecslb:health")
+        .value("UNHEALTHY")
+        .build();
+    cluster
+        .ecs()
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap();
+    wait_for_tasks(&binary, 2).await;
+}
