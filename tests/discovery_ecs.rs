@@ -259,7 +259,7 @@ async fn a_rolling_replacement_of_every_task_fails_no_request() {
 async fn an_ecs_outage_keeps_the_last_targets_and_updates_resume_after() {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start();
-    let binary = start_binary_with_env(config(WEB, ""), &cluster.env()).await;
+    let binary = start_binary_with_env(config(WEB, CHECKS), &cluster.env()).await;
     wait_for_tasks(&binary, 3).await;
     cluster.fail(503, -1).await;
     // Longer than several refreshes, with requests flowing: none fails.
