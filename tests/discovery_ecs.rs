@@ -357,3 +357,56 @@ async fn cloud_map_instances_are_targets_and_unhealthy_ones_leave() {
         .unwrap();
     wait_for_tasks(&binary, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_keeps_the_discovery_settings_keeps_the_discovered_state() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let slow_full = r#"ecs = { cluster = "demo", service = "web", container = "app", port = 8080, refresh = "200ms", full_refresh = "1h" }"#;
+    let binary = start_binary_with_env(config(slow_full, ""), &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    cluster.reset_calls().await;
+    // Same discovery, another setting changed.
+    binary.write_config(&config(
+        slow_full,
+        "algorithm = \"least_outstanding_requests\"",
+    )(binary.addr, binary.admin));
+    assert_eq!(post(&binary.admin_url("/v1/reload")).await.status, 200);
+    assert_eq!(
+        answering(&binary, 30).await.len(),
+        3,
+        "no target lost across the reload"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let calls = cluster.calls().await;
+    assert_eq!(
+        calls.get("ECS.DescribeTasks"),
+        None,
+        "the running provider kept its known tasks: {calls}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_are_held_to_the_configured_rate() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let fast = r#"ecs = { cluster = "demo", service = "web", container = "app", port = 8080, refresh = "100ms", full_refresh = "1h" }"#;
+    let limited = |listener, admin| {
+        format!(
+            "[aws]\napi_rate = 2\napi_burst = 1\n{}",
+            config(fast, "")(listener, admin)
+        )
+    };
+    let binary = start_binary_with_env(limited, &cluster.env()).await;
+    wait_for_tasks(&binary, 3).await;
+    cluster.reset_calls().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = cluster.calls().await;
+    let list = calls["ECS.ListTasks"].as_u64().unwrap_or(0);
+    // Unlimited, a 100 ms refresh would make about 30 calls in 3 s; at 2 per second, 6
+    // (one more if a token was saved up when the window opened).
+    assert!(
+        (4..=7).contains(&list),
+        "{list} ListTasks calls in 3 s at 2/s: {calls}"
+    );
+}

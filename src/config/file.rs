@@ -16,6 +16,7 @@ pub(crate) struct ConfigFile {
     pub(crate) shutdown: Option<ShutdownFile>,
     pub(crate) metrics: Option<MetricsFile>,
     pub(crate) access_log: Option<AccessLogFile>,
+    pub(crate) aws: Option<AwsFile>,
     #[serde(default)]
     pub(crate) listeners: Vec<ListenerFile>,
     #[serde(default)]
@@ -25,6 +26,12 @@ pub(crate) struct ConfigFile {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct AdminFile {
     pub(crate) listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AwsFile {
+    pub(crate) api_rate: Option<f64>,
+    pub(crate) api_burst: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -33,6 +33,10 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// Where access logs go (`[access_log] output`: "off", "stdout" or a file path).
     pub access_log: crate::access_log::Output,
+    /// AWS API calls per second all discovery shares (`[aws] api_rate`, default 20).
+    pub aws_api_rate: f64,
+    /// Calls that may be saved up for a burst (`[aws] api_burst`, default 100).
+    pub aws_api_burst: f64,
 }
 
 /// The admin listener's settings.

@@ -205,6 +205,20 @@ impl TryFrom<ConfigFile> for super::Config {
                 });
             }
         }
+        // ECS's published quota for the task APIs: 20 per second sustained, bursts of 100.
+        let aws = file.aws.as_ref();
+        let aws_api_rate = aws.and_then(|a| a.api_rate).unwrap_or(20.0);
+        let aws_api_burst = aws.and_then(|a| a.api_burst).unwrap_or(100.0);
+        if !(0.1..=10_000.0).contains(&aws_api_rate) {
+            c.key("aws", |c| {
+                c.fail_at("api_rate", "must be between 0.1 and 10000 calls per second")
+            });
+        }
+        if !(1.0..=100_000.0).contains(&aws_api_burst) {
+            c.key("aws", |c| {
+                c.fail_at("api_burst", "must be between 1 and 100000 calls")
+            });
+        }
         let access_log = match file.access_log.as_ref().and_then(|a| a.output.as_deref()) {
             None | Some("off") => crate::access_log::Output::Off,
             Some("stdout") => crate::access_log::Output::Stdout,
@@ -229,6 +243,8 @@ impl TryFrom<ConfigFile> for super::Config {
                     .and_then(|m| m.enabled)
                     .unwrap_or(true),
                 access_log,
+                aws_api_rate,
+                aws_api_burst,
             })
         } else {
             Err(c.problems)

@@ -65,8 +65,12 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
         let mut changes = reloader.routes().subscribe();
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut sdk: Option<aws_config::SdkConfig> = None;
-        // One bucket for the process: ECS's quota is per account and region.
-        let limiter = Arc::new(Limiter::new(20.0, 100.0));
+        // One bucket for the process: ECS's quota is per account and region. Sized at
+        // start (`[aws] api_rate`, `api_burst`).
+        let limiter = {
+            let config = reloader.config();
+            Arc::new(Limiter::new(config.aws_api_rate, config.aws_api_burst))
+        };
         loop {
             let config = reloader.config();
             let wanted: HashMap<String, Discovery> = config
