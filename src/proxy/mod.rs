@@ -118,7 +118,8 @@ impl Proxy {
         mut record: Option<&mut Record>,
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
-        let (forwarding, timeout, idle_timeout, counting) = {
+        let mut retried = false;
+        let (forwarding, timeout, idle_timeout, counting) = loop {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
             let counting = table.metrics_enabled.then_some(table.listeners().len());
@@ -166,20 +167,31 @@ impl Proxy {
                 }
                 Action::Forward(forward) => {
                     let (group, new_group_cookie) = forward.pick_group(req.headers());
-                    let target = sticky_target(group, req.headers())
-                        .or_else(|| group.balancer.pick())
-                        .ok_or(Error::NoTarget)?;
+                    let Some(target) =
+                        sticky_target(group, req.headers()).or_else(|| group.balancer.pick())
+                    else {
+                        // A reload stores the next table, then marks the targets it
+                        // removed as draining: a request that loaded this table just
+                        // before can find them all draining. The next table has their
+                        // successors, so look once more if there is one.
+                        let newer = !std::ptr::eq(&**table, &**self.routes.load());
+                        if newer && !retried {
+                            retried = true;
+                            continue;
+                        }
+                        return Err(Error::NoTarget);
+                    };
                     let forwarding = Forwarding {
                         group: Arc::clone(group),
                         in_flight: target.begin(),
                         set_group_cookie: forward.stickiness.filter(|_| new_group_cookie),
                     };
-                    (
+                    break (
                         forwarding,
                         group.config.response_timeout,
                         listener.idle_timeout,
                         counting,
-                    )
+                    );
                 }
             }
         };
