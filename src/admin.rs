@@ -144,23 +144,28 @@ pub fn targets(table: &RouteTable) -> Value {
 /// The targets in Prometheus HTTP service-discovery format: one entry per target
 /// group, so Prometheus can scrape the targets themselves without asking AWS.
 pub fn service_discovery(table: &RouteTable) -> Value {
+    // One entry per target: each carries its own ECS labels.
     let entries: Vec<Value> = table
         .groups()
         .values()
-        .filter(|g| !g.balancer.targets().is_empty())
-        .map(|g| {
-            let targets: Vec<String> = g
-                .balancer
+        .flat_map(|g| {
+            let name = g.config.name.clone();
+            g.balancer
                 .targets()
                 .targets()
                 .iter()
                 .filter(|t| !t.is_draining())
-                .map(|t| t.addr.to_string())
-                .collect();
-            json!({
-                "targets": targets,
-                "labels": { "__meta_ecslb_target_group": g.config.name },
-            })
+                .map(move |t| {
+                    let mut labels = serde_json::Map::new();
+                    labels.insert("__meta_ecslb_target_group".into(), json!(name));
+                    if let Some(ecs) = t.ecs.load_full() {
+                        labels.insert("__meta_ecslb_ecs_task".into(), json!(ecs.task));
+                        if let Some(service) = &ecs.service {
+                            labels.insert("__meta_ecslb_ecs_service".into(), json!(service));
+                        }
+                    }
+                    json!({ "targets": [t.addr.to_string()], "labels": labels })
+                })
         })
         .collect();
     Value::Array(entries)

@@ -253,7 +253,8 @@ impl Reloader {
     }
 
     /// Takes a discovered group's new address set; rebuilds the table if it changed.
-    pub fn publish(&self, group: &str, addrs: Vec<std::net::SocketAddr>) {
+    pub fn publish(&self, group: &str, members: Vec<crate::discovery::Member>) {
+        let addrs: Vec<std::net::SocketAddr> = members.iter().map(|m| m.addr).collect();
         {
             let mut discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
             if discovered.get(group) == Some(&addrs) {
@@ -267,6 +268,16 @@ impl Reloader {
             discovered.insert(group.to_owned(), addrs);
         }
         self.rebuild();
+        // Label the group's targets with their tasks (kept across later rebuilds: the
+        // labels live on the targets).
+        let table = self.routes.load_full();
+        if let Some(g) = table.groups().get(group) {
+            for m in members {
+                if let (Some(target), Some(ecs)) = (g.balancer.targets().find(m.addr), m.ecs) {
+                    target.ecs.store(Some(Arc::new(ecs)));
+                }
+            }
+        }
     }
 
     /// Reloads and logs the outcome (for SIGHUP).

@@ -208,6 +208,8 @@ impl Metrics {
                 let Some(rows) = target.counters.requests.get() else {
                     continue;
                 };
+                let ecs = target.ecs.load_full();
+                let addr = target.addr.to_string();
                 for (l, row) in rows.iter().enumerate() {
                     let Some((listener, _)) = self.listeners.get(l) else {
                         continue;
@@ -215,17 +217,20 @@ impl Metrics {
                     for (c, n) in row.iter().enumerate() {
                         let n = n.load(Ordering::Relaxed);
                         if n > 0 {
-                            sample(
-                                w,
-                                "requests_total",
-                                &[
-                                    ("listener", listener),
-                                    ("target_group", &group.config.name),
-                                    ("target", &target.addr.to_string()),
-                                    ("code", CLASSES[c]),
-                                ],
-                                n,
-                            );
+                            let mut l = vec![
+                                ("listener", listener.as_str()),
+                                ("target_group", group.config.name.as_str()),
+                                ("target", addr.as_str()),
+                                ("code", CLASSES[c]),
+                            ];
+                            // Where discovery knows the task (ECS), its labels too.
+                            if let Some(ecs) = &ecs {
+                                l.push(("ecs_task", ecs.task.as_str()));
+                                if let Some(service) = &ecs.service {
+                                    l.push(("ecs_service", service.as_str()));
+                                }
+                            }
+                            sample(w, "requests_total", &l, n);
                         }
                     }
                 }

@@ -59,6 +59,17 @@ pub struct Target {
     pub status: Status,
     /// Request and error counters, rendered by `/metrics` while the target is a member.
     pub counters: crate::metrics::TargetCounters,
+    /// The ECS task behind the target, when discovery knows it (for metric labels).
+    pub ecs: arc_swap::ArcSwapOption<EcsLabels>,
+}
+
+/// What ECS discovery knows of a target: its task and service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsLabels {
+    /// The task id (the last part of its ARN).
+    pub task: String,
+    /// The service that started it, if any.
+    pub service: Option<String>,
 }
 
 /// Milliseconds on a process-wide monotonic clock (0 = never).
@@ -122,6 +133,7 @@ impl Target {
             pool: crate::upstream::Pool::default(),
             status: Status::default(),
             counters: crate::metrics::TargetCounters::default(),
+            ecs: arc_swap::ArcSwapOption::empty(),
         }
     }
 

@@ -97,6 +97,27 @@ async fn awsvpc_tasks_are_targets_at_their_eni_address_and_follow_scaling() {
         addrs,
         ["127.16.1.4:8080", "127.16.1.5:8080", "127.16.1.6:8080"]
     );
+    // The tasks label their series, and Prometheus can discover them from ecslb.
+    let metrics = get(&binary.admin_url("/metrics")).await.body;
+    let task = cluster.tasks("web").await[0]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        metrics.contains(&format!(r#"ecs_task="{task}",ecs_service="web"}}"#)),
+        "{metrics}"
+    );
+    let sd: serde_json::Value =
+        serde_json::from_str(&get(&binary.admin_url("/v1/sd/prometheus")).await.body).unwrap();
+    let entries = sd.as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["labels"]["__meta_ecslb_ecs_service"] == "web"),
+        "{sd}"
+    );
 
     let ecs = cluster.ecs();
     ecs.update_service()

@@ -7,7 +7,7 @@ use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorCon
 use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
-use super::Error;
+use super::{Error, Member};
 use crate::config::CloudMapDiscovery;
 
 /// Polls one Cloud Map service.
@@ -32,7 +32,7 @@ impl CloudMap {
     pub(crate) async fn poll(
         &mut self,
         count: &(dyn Fn(&'static str) + Sync),
-    ) -> Result<Vec<SocketAddr>, Error> {
+    ) -> Result<Vec<Member>, Error> {
         count("ServiceDiscovery.DiscoverInstances");
         let s = &self.settings;
         let out = self
@@ -67,7 +67,10 @@ impl CloudMap {
             .collect();
         addrs.sort_unstable();
         addrs.dedup();
-        Ok(addrs)
+        Ok(addrs
+            .into_iter()
+            .map(|addr| Member { addr, ecs: None })
+            .collect())
     }
 }
 

@@ -7,15 +7,16 @@
 //! target starts draining before ECS stops its containers.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 use tokio::time::Instant;
 
 use super::limiter::Limiter;
-use super::{tasks, Error};
+use super::{tasks, Error, Member};
 use crate::config::{EcsDiscovery, EcsTasks};
+use crate::target::EcsLabels;
 
 /// Polls one ECS task set.
 #[derive(Debug)]
@@ -53,7 +54,7 @@ impl Ecs {
     pub(crate) async fn poll(
         &mut self,
         count: &(dyn Fn(&'static str) + Sync),
-    ) -> Result<Vec<SocketAddr>, Error> {
+    ) -> Result<Vec<Member>, Error> {
         let arns = self.list_tasks(count).await?;
         let full = self
             .last_full
@@ -76,19 +77,34 @@ impl Ecs {
         self.known.retain(|arn, _| arns.contains(arn));
         self.resolve_instances(count).await?;
         let s = &self.settings;
-        let mut addrs: Vec<SocketAddr> = self
+        let mut members: Vec<Member> = self
             .known
             .values()
             .filter(|t| self.selected(t) && tasks::is_serving(t, s.healthy_tasks_only))
             .flat_map(|t| {
-                tasks::targets(t, &s.container, s.port, |arn| {
+                let labels = EcsLabels {
+                    task: t
+                        .task_arn()
+                        .and_then(|a| a.rsplit('/').next())
+                        .unwrap_or("")
+                        .to_owned(),
+                    service: t
+                        .group()
+                        .and_then(|g| g.strip_prefix("service:"))
+                        .map(str::to_owned),
+                };
+                let addrs = tasks::targets(t, &s.container, s.port, |arn| {
                     self.instances.get(arn).copied()
+                });
+                addrs.into_iter().map(move |addr| Member {
+                    addr,
+                    ecs: Some(labels.clone()),
                 })
             })
             .collect();
-        addrs.sort_unstable();
-        addrs.dedup();
-        Ok(addrs)
+        members.sort_unstable_by_key(|m| m.addr);
+        members.dedup_by_key(|m| m.addr);
+        Ok(members)
     }
 
     /// ECS filters `ListTasks` by service itself; emulators may not, and the group

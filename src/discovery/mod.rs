@@ -34,6 +34,15 @@ pub enum Error {
     Aws(String),
 }
 
+/// One discovered target: its address and, from ECS, its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Where requests go.
+    pub addr: SocketAddr,
+    /// The ECS task and service, for metric and service-discovery labels.
+    pub ecs: Option<crate::target::EcsLabels>,
+}
+
 /// The longest wait between retries after errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -43,10 +52,7 @@ enum Provider {
 }
 
 impl Provider {
-    async fn poll(
-        &mut self,
-        count: &(dyn Fn(&'static str) + Sync),
-    ) -> Result<Vec<SocketAddr>, Error> {
+    async fn poll(&mut self, count: &(dyn Fn(&'static str) + Sync)) -> Result<Vec<Member>, Error> {
         match self {
             Provider::Ecs(p) => p.poll(count).await,
             Provider::CloudMap(p) => p.poll(count).await,
