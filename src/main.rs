@@ -36,6 +36,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the listeners of a config file until SIGTERM or SIGINT (SIGHUP reloads it).
+    ///
+    /// ECS and Cloud Map discovery take their AWS settings from the standard chain:
+    /// AWS_REGION, AWS_PROFILE, credentials from the environment, profile, ECS task role
+    /// or instance metadata; AWS_ENDPOINT_URL points them at an emulator.
     Run {
         /// Path to the TOML config file.
         #[arg(short, long, value_name = "FILE", env = "ECSLB_CONFIG")]
