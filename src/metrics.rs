@@ -285,7 +285,7 @@ impl Metrics {
                 count,
             );
             let sum = c.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            sample_f64(
+            sample(
                 w,
                 "target_response_seconds_sum",
                 &[("target_group", name)],
@@ -333,7 +333,7 @@ impl Metrics {
             } else {
                 requests / healthy as f64
             };
-            sample_f64(
+            sample(
                 w,
                 "target_group_requests_per_target",
                 &[("target_group", &group.config.name)],
@@ -490,14 +490,7 @@ fn labels(out: &mut String, labels: &[(&str, &str)]) {
     out.push('}');
 }
 
-fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: u64) {
-    out.push_str("ecslb_");
-    out.push_str(name);
-    labels(out, l);
-    let _ = writeln!(out, " {value}"); // writing to a String cannot fail
-}
-
-fn sample_f64(out: &mut String, name: &str, l: &[(&str, &str)], value: f64) {
+fn sample(out: &mut String, name: &str, l: &[(&str, &str)], value: impl std::fmt::Display) {
     out.push_str("ecslb_");
     out.push_str(name);
     labels(out, l);

@@ -69,15 +69,27 @@ async fn wait_for_tasks(binary: &Binary, want: usize) -> HashSet<String> {
     );
 }
 
-async fn targets(binary: &Binary) -> Vec<String> {
+/// The group's targets and their states, from `/v1/targets`.
+async fn target_states(binary: &Binary) -> Vec<(String, String)> {
     let r = get(&binary.admin_url("/v1/targets")).await;
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     v["target_groups"][0]["targets"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["state"] != "draining")
-        .map(|t| t["target"].as_str().unwrap().to_owned())
+        .map(|t| {
+            let field = |k: &str| t[k].as_str().unwrap().to_owned();
+            (field("target"), field("state"))
+        })
+        .collect()
+}
+
+/// The addresses of the group's targets that are not draining.
+async fn targets(binary: &Binary) -> Vec<String> {
+    let all = target_states(binary).await;
+    all.into_iter()
+        .filter(|(_, s)| s != "draining")
+        .map(|(t, _)| t)
         .collect()
 }
 
@@ -119,22 +131,9 @@ async fn awsvpc_tasks_are_targets_at_their_eni_address_and_follow_scaling() {
         "{sd}"
     );
 
-    let ecs = cluster.ecs();
-    ecs.update_service()
-        .cluster("demo")
-        .service("web")
-        .desired_count(5)
-        .send()
-        .await
-        .unwrap();
+    cluster.scale("web", 5).await;
     wait_for_tasks(&binary, 5).await;
-    ecs.update_service()
-        .cluster("demo")
-        .service("web")
-        .desired_count(2)
-        .send()
-        .await
-        .unwrap();
+    cluster.scale("web", 2).await;
     wait_for_tasks(&binary, 2).await;
 }
 
@@ -145,14 +144,7 @@ async fn bridge_tasks_are_targets_on_their_dynamic_host_ports() {
     let binary = start_binary_with_env(config(API, CHECKS), &cluster.env()).await;
     wait_for_tasks(&binary, 2).await;
     // Four tasks on two instances: two per instance, each on its own host port.
-    let ecs = cluster.ecs();
-    ecs.update_service()
-        .cluster("demo")
-        .service("api")
-        .desired_count(4)
-        .send()
-        .await
-        .unwrap();
+    cluster.scale("api", 4).await;
     wait_for_tasks(&binary, 4).await;
     let addrs = targets(&binary).await;
     let on = |ip: &str| addrs.iter().filter(|a| a.starts_with(ip)).count();
@@ -170,33 +162,19 @@ async fn a_task_whose_health_turns_unhealthy_leaves() {
     let binary = start_binary_with_env(config(WEB, ""), &cluster.env()).await;
     let before = wait_for_tasks(&binary, 3).await;
     let arn = cluster.tasks("web").await.remove(0);
-    let tag = aws_sdk_ecs::types::Tag::builder()
-        .key("ecslb:health")
-        .value("UNHEALTHY")
-        .build();
-    cluster
-        .ecs()
-        .tag_resource()
-        .resource_arn(&arn)
-        .tags(tag)
-        .send()
-        .await
-        .unwrap();
+    cluster.set_health(&arn, "UNHEALTHY").await;
     let after = wait_for_tasks(&binary, 2).await;
     let id = arn.rsplit('/').next().unwrap();
     assert!(before.iter().any(|b| b.contains(id)));
     assert!(!after.iter().any(|b| b.contains(id)), "{after:?}");
 }
 
-/// Targets by state, from `/v1/targets`.
+/// The states of the group's targets.
 async fn states(binary: &Binary) -> Vec<String> {
-    let r = get(&binary.admin_url("/v1/targets")).await;
-    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    v["target_groups"][0]["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["state"].as_str().unwrap().to_owned())
+    target_states(binary)
+        .await
+        .into_iter()
+        .map(|(_, s)| s)
         .collect()
 }
 
@@ -306,14 +284,7 @@ async fn an_ecs_outage_keeps_the_last_targets_and_updates_resume_after() {
         "discovery never reported a failed refresh"
     );
     cluster.heal().await;
-    let ecs = cluster.ecs();
-    ecs.update_service()
-        .cluster("demo")
-        .service("web")
-        .desired_count(4)
-        .send()
-        .await
-        .unwrap();
+    cluster.scale("web", 4).await;
     wait_for_tasks(&binary, 4).await;
 }
 
@@ -364,18 +335,7 @@ async fn cloud_map_instances_are_targets_and_unhealthy_ones_leave() {
     let binary = start_binary_with_env(config(cloud_map, ""), &cluster.env()).await;
     wait_for_tasks(&binary, 3).await;
     let arn = cluster.tasks("web").await.remove(0);
-    let tag = aws_sdk_ecs::types::Tag::builder()
-        .key("ecslb:health")
-        .value("UNHEALTHY")
-        .build();
-    cluster
-        .ecs()
-        .tag_resource()
-        .resource_arn(&arn)
-        .tags(tag)
-        .send()
-        .await
-        .unwrap();
+    cluster.set_health(&arn, "UNHEALTHY").await;
     wait_for_tasks(&binary, 2).await;
 }
 

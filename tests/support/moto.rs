@@ -133,6 +133,33 @@ impl Cluster {
         super::post(&format!("{}/_ecslb/fail/reset", self.endpoint)).await;
     }
 
+    /// Sets a service's desired task count (ECS UpdateService).
+    pub async fn scale(&self, service: &str, desired: i32) {
+        self.ecs()
+            .update_service()
+            .cluster("demo")
+            .service(service)
+            .desired_count(desired)
+            .send()
+            .await
+            .expect("UpdateService");
+    }
+
+    /// Sets a task's health (the emulator reads it from the `ecslb:health` tag).
+    pub async fn set_health(&self, task_arn: &str, health: &str) {
+        let tag = aws_sdk_ecs::types::Tag::builder()
+            .key("ecslb:health")
+            .value(health)
+            .build();
+        self.ecs()
+            .tag_resource()
+            .resource_arn(task_arn)
+            .tags(tag)
+            .send()
+            .await
+            .expect("TagResource");
+    }
+
     /// The ARNs of a service's running tasks.
     pub async fn tasks(&self, service: &str) -> Vec<String> {
         let out = self
