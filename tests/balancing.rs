@@ -9,23 +9,8 @@ use support::*;
 /// A listener forwarding everything to group `g` over `targets`, with extra lines for
 /// the group (algorithm, stickiness).
 fn config(group_settings: &str, targets: &[&Backend]) -> String {
-    let addrs: Vec<String> = targets.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-{group_settings}
-discovery = {{ static = [{}] }}
-"#,
-        addrs.join(", ")
-    )
+    let addrs: Vec<_> = targets.iter().map(|b| b.addr).collect();
+    one_group_config(&addrs, "", group_settings)
 }
 
 async fn three_backends() -> [Backend; 3] {

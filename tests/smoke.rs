@@ -5,20 +5,7 @@ use support::*;
 #[tokio::test]
 async fn forwards_a_request_to_a_static_target() {
     let b = backend("one").await;
-    let proxy = start_proxy(&format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-default_action = {{ forward = "g" }}
-[target_groups.g]
-discovery = {{ static = ["{}"] }}
-"#,
-        b.addr
-    ))
-    .await;
+    let proxy = start_proxy(&one_group_config(&[b.addr], "", "")).await;
     let r = get(&proxy.url("/")).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, "one");
