@@ -48,6 +48,17 @@ impl App {
             .with_context(|| {
                 format!("cannot bind the admin listener to {}", config.admin.listen)
             })?;
+        let terminators = config
+            .listeners
+            .iter()
+            .map(|l| {
+                l.tls
+                    .as_ref()
+                    .map(|tls| listener::tls::Terminator::new(tls).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", l.name))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let access_log = AccessLog::spawn(&config.access_log)?;
         let routes = Routes::new(RouteTable::build(&config, None));
         let metrics = Arc::new(Metrics::new(
@@ -60,6 +71,7 @@ impl App {
             config: Mutex::new(config),
             ready: AtomicBool::new(false),
             discovered: Mutex::default(),
+            terminators,
         });
         Ok(App {
             listeners,
@@ -93,30 +105,61 @@ impl App {
         let routes = self.reloader.routes.clone();
         let access_log = self.access_log;
         let mut serving = tokio::task::JoinSet::new();
-        for (index, socket) in self.listeners.into_iter().enumerate() {
+        let protocols: Vec<config::Protocol> = self
+            .reloader
+            .config()
+            .listeners
+            .iter()
+            .map(|l| l.protocol)
+            .collect();
+        for (index, (socket, protocol)) in self.listeners.into_iter().zip(protocols).enumerate() {
             let port = socket.local_addr().map_or(0, |a| a.port());
             let metrics = Arc::clone(&self.reloader.metrics);
-            let proxy = Arc::new(proxy::Proxy::new(
-                routes.clone(),
-                Arc::clone(&metrics),
-                access_log.clone(),
-                index,
-                port,
-            ));
-            tracing::info!(listener = %routes.load().listener(index).name, addr = ?listener::http::local_addr(&socket), "listening");
-            serving.spawn(listener::http::serve(
-                metrics,
-                socket,
-                proxy,
-                routes.clone(),
-                index,
-                stop.clone(),
-            ));
+            let tls = self.reloader.terminators[index].clone();
+            tracing::info!(listener = %routes.load().listener(index).name, protocol = protocol.name(), addr = ?listener::http::local_addr(&socket), "listening");
+            if protocol.is_http() {
+                let scheme = if protocol == config::Protocol::Https {
+                    "https"
+                } else {
+                    "http"
+                };
+                let proxy = Arc::new(proxy::Proxy::new(
+                    routes.clone(),
+                    Arc::clone(&metrics),
+                    access_log.clone(),
+                    index,
+                    port,
+                    scheme,
+                ));
+                serving.spawn(listener::http::serve(
+                    metrics,
+                    socket,
+                    proxy,
+                    routes.clone(),
+                    index,
+                    tls,
+                    stop.clone(),
+                ));
+            } else {
+                serving.spawn(listener::tcp::serve(
+                    metrics,
+                    socket,
+                    routes.clone(),
+                    index,
+                    protocol,
+                    tls,
+                    stop.clone(),
+                ));
+            }
         }
         let background = CancellationToken::new();
         let health = crate::health::spawn(routes.clone(), background.clone());
         let discovery = crate::discovery::spawn(Arc::clone(&self.reloader), background.clone());
         let sweeper = tokio::spawn(sweep_drained(
+            Arc::clone(&self.reloader),
+            background.clone(),
+        ));
+        let certificates = tokio::spawn(watch_certificates(
             Arc::clone(&self.reloader),
             background.clone(),
         ));
@@ -145,7 +188,7 @@ impl App {
         admin_stop.cancel();
         background.cancel();
         // These tasks only end by cancellation; their results carry nothing.
-        let _ = tokio::join!(admin, health, sweeper, discovery);
+        let _ = tokio::join!(admin, health, sweeper, discovery, certificates);
     }
 }
 
@@ -173,6 +216,45 @@ async fn sweep_drained(reloader: Arc<Reloader>, stop: CancellationToken) {
     }
 }
 
+/// How often certificate and trust-store files are looked at for changes.
+const CERTIFICATE_POLL: Duration = Duration::from_secs(1);
+
+/// Loads the certificates of TLS listeners again when their files change on disk (a
+/// renewal, a rotation). A file that does not load leaves the previous certificate in
+/// force, and is reported once per change.
+async fn watch_certificates(reloader: Arc<Reloader>, stop: CancellationToken) {
+    if reloader.terminators.iter().all(Option::is_none) {
+        return;
+    }
+    let mut ticks = tokio::time::interval(CERTIFICATE_POLL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let names: Vec<String> = reloader
+            .config()
+            .listeners
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        for (terminator, name) in reloader.terminators.iter().zip(&names) {
+            let Some(terminator) = terminator else {
+                continue;
+            };
+            match terminator.reload_changed_files() {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::info!(listener = %name, "certificates reloaded from their changed files")
+                }
+                Err(e) => {
+                    tracing::error!(listener = %name, "changed certificate files not loaded, keeping the previous ones: {e}")
+                }
+            }
+        }
+    }
+}
+
 /// Re-reads the config file and swaps in a new route table.
 #[derive(Debug)]
 pub struct Reloader {
@@ -185,6 +267,8 @@ pub struct Reloader {
     ready: AtomicBool,
     /// The latest address set of each discovered (ECS, Cloud Map) group.
     discovered: Mutex<HashMap<String, Vec<std::net::SocketAddr>>>,
+    /// The TLS side of each listener that terminates TLS, by listener position.
+    terminators: Vec<Option<Arc<listener::tls::Terminator>>>,
 }
 
 /// Why a reload was refused; the running config stays.
@@ -233,6 +317,17 @@ impl Reloader {
                 "{}: adding or removing listeners, or moving the admin listener, needs a restart",
                 self.path.display()
             )));
+        }
+        // Certificates first: validation loaded them, so this fails only on a trust
+        // store rustls refuses; then nothing has changed yet.
+        for (i, (terminator, l)) in self.terminators.iter().zip(&next.listeners).enumerate() {
+            if let (Some(terminator), Some(tls)) = (terminator, &l.tls) {
+                terminator.update(tls).map_err(|e| {
+                    ReloadError::Invalid(config::Error {
+                        problems: vec![format!("{}: listeners[{i}]: {e}", self.path.display())],
+                    })
+                })?;
+            }
         }
         let discovered = self.discovered.lock().unwrap_or_else(|p| p.into_inner());
         let table = RouteTable::build_with(&next, Some(&self.routes.load_full()), &discovered);

@@ -38,4 +38,5 @@ pub mod proxy;
 pub mod routing;
 pub mod shutdown;
 pub mod target;
+pub mod tls;
 pub mod upstream;

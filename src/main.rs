@@ -119,14 +119,44 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     println!("{}: ok", path.display());
     println!("admin: {}", config.admin.listen);
     for l in &config.listeners {
+        let desync = if l.protocol.is_http() {
+            format!(", desync mitigation {:?}", l.desync_mitigation_mode)
+        } else {
+            String::new()
+        };
         println!(
-            "listener {:?} {:?} on {} (idle timeout {}, desync mitigation {:?})",
+            "listener {:?} {} on {} (idle timeout {}{desync})",
             l.name,
-            l.protocol,
+            l.protocol.name(),
             l.bind,
             humantime::format_duration(l.idle_timeout),
-            l.desync_mitigation_mode
         );
+        if l.accept_proxy_protocol {
+            println!("  accepts the PROXY protocol (v1, v2)");
+        }
+        if let Some(tls) = &l.tls {
+            println!(
+                "  tls: policy {}, alpn {}{}",
+                serde_json::to_string(&tls.policy)?,
+                serde_json::to_string(&tls.alpn)?,
+                match &tls.client_ca {
+                    Some(ca) => format!(
+                        ", client certificates verified against {}",
+                        ca.path.display()
+                    ),
+                    None => String::new(),
+                }
+            );
+            for (i, c) in tls.certificates.iter().enumerate() {
+                println!(
+                    "  certificate {}{}: {} for [{}]",
+                    c.cert.display(),
+                    if i == 0 { " (default)" } else { "" },
+                    c.key.display(),
+                    c.loaded.names.join(", ")
+                );
+            }
+        }
         for r in &l.rules {
             println!(
                 "  rule {:>5}: {} -> {}",
@@ -160,12 +190,28 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             ),
         };
         println!(
-            "target group {:?}: {:?}, {:?}, response timeout {}, {source}",
+            "target group {:?}: {:?} {:?}, {:?}, response timeout {}, {source}",
             g.name,
-            g.algorithm,
+            g.protocol,
             g.protocol_version,
+            g.algorithm,
             humantime::format_duration(g.response_timeout),
         );
+        if g.protocol.is_tls() {
+            let t = &g.tls;
+            println!(
+                "  tls to targets: verify {}, trust {}, name {}",
+                t.verify,
+                t.ca.as_ref()
+                    .map_or("system roots".into(), |ca| ca.path.display().to_string()),
+                t.server_name
+                    .as_deref()
+                    .unwrap_or("the target's IP address")
+            );
+        }
+        if g.proxy_protocol_v2 {
+            println!("  sends a PROXY protocol v2 header to targets");
+        }
         match &g.health_check {
             Some(h) => println!(
                 "  health check: {:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",

@@ -128,6 +128,21 @@ impl Balancer {
         }
     }
 
+    /// Like [`Balancer::pick`], passing over the targets at `avoid` (those a connection
+    /// already failed to reach).
+    pub fn pick_avoiding(&self, avoid: &[SocketAddr]) -> Option<&Arc<Target>> {
+        if avoid.is_empty() {
+            return self.pick();
+        }
+        let fresh = |t: &Target| !avoid.contains(&t.addr);
+        if let Some(t) = self.pick_with(|t| t.is_eligible() && fresh(t), |_| 1.0) {
+            return Some(t);
+        }
+        let t = self.pick_with(|t| t.is_fail_open_eligible() && fresh(t), |_| 1.0)?;
+        self.fail_open.fetch_add(1, Ordering::Relaxed);
+        Some(t)
+    }
+
     /// The target at `addr` if it is a member and eligible (for stickiness).
     pub fn pick_addr(&self, addr: SocketAddr) -> Option<&Arc<Target>> {
         self.targets.find(addr).filter(|t| t.is_eligible())

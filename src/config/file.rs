@@ -21,6 +21,9 @@ pub(crate) struct ConfigFile {
     pub(crate) listeners: Vec<ListenerFile>,
     #[serde(default)]
     pub(crate) target_groups: BTreeMap<String, TargetGroupFile>,
+    /// The config file's directory: relative certificate paths start there.
+    #[serde(skip)]
+    pub(crate) base_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +65,23 @@ pub(crate) struct ListenerFile {
     pub(crate) max_header_bytes: Option<u64>,
     pub(crate) max_headers: Option<u64>,
     pub(crate) max_uri_bytes: Option<u64>,
+    pub(crate) certificates: Option<Vec<CertificateFile>>,
+    pub(crate) tls_policy: Option<String>,
+    pub(crate) alpn_policy: Option<String>,
+    pub(crate) mutual_tls: Option<MutualTlsFile>,
+    pub(crate) accept_proxy_protocol: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CertificateFile {
+    pub(crate) cert: Option<String>,
+    pub(crate) key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct MutualTlsFile {
+    pub(crate) mode: Option<String>,
+    pub(crate) trust_store: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +182,9 @@ pub(crate) struct FixedResponseFile {
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TargetGroupFile {
+    pub(crate) protocol: Option<String>,
+    pub(crate) tls: Option<UpstreamTlsFile>,
+    pub(crate) proxy_protocol_v2: Option<bool>,
     pub(crate) algorithm: Option<String>,
     pub(crate) protocol_version: Option<String>,
     pub(crate) response_timeout: Option<String>,
@@ -172,6 +195,13 @@ pub(crate) struct TargetGroupFile {
     pub(crate) health_check: Option<HealthCheckFile>,
     pub(crate) outlier_detection: Option<OutlierDetectionFile>,
     pub(crate) discovery: Option<DiscoveryFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct UpstreamTlsFile {
+    pub(crate) verify: Option<bool>,
+    pub(crate) ca: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

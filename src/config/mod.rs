@@ -65,6 +65,11 @@ pub struct Listener {
     pub desync_mitigation_mode: DesyncMode,
     /// Request size limits.
     pub limits: Limits,
+    /// Certificates and TLS settings (`https` and `tls` listeners only).
+    pub tls: Option<ListenerTls>,
+    /// Whether each connection must start with a PROXY protocol (v1 or v2) header,
+    /// whose client address then stands for the connection's.
+    pub accept_proxy_protocol: bool,
 }
 
 /// A listener's protocol.
@@ -73,6 +78,142 @@ pub struct Listener {
 pub enum Protocol {
     /// HTTP/1.1 and HTTP/2 (prior knowledge) in clear text on one port.
     Http,
+    /// HTTP/1.1 and HTTP/2 (ALPN) over TLS.
+    Https,
+    /// L4: each connection forwarded to a target as a byte stream (NLB's TCP).
+    Tcp,
+    /// L4 with TLS terminated here; the plain stream goes to the target (NLB's TLS).
+    Tls,
+    /// L4 routed by the TLS server name (SNI), TLS left to the target.
+    TlsPassthrough,
+}
+
+impl Protocol {
+    /// Whether requests are proxied at HTTP level (rules, headers, status codes).
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
+    }
+
+    /// Whether this listener terminates TLS with its own certificates.
+    pub fn terminates_tls(self) -> bool {
+        matches!(self, Protocol::Https | Protocol::Tls)
+    }
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::TlsPassthrough => "tls_passthrough",
+        }
+    }
+}
+
+/// The TLS side of an `https` or `tls` listener.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListenerTls {
+    /// Server certificates; SNI picks among them, the first is the default.
+    pub certificates: Vec<Certificate>,
+    /// Protocol versions and cipher suites, by ALB policy name.
+    pub policy: TlsPolicy,
+    /// Application protocols offered (ALPN), by ALB/NLB policy name.
+    pub alpn: AlpnPolicy,
+    /// Client certificates are required and verified against this bundle (mTLS).
+    pub client_ca: Option<CaBundle>,
+}
+
+/// A certificate chain and its key, as files and as loaded at validation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Certificate {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// What the files held when the config was validated.
+    #[serde(skip)]
+    pub loaded: std::sync::Arc<crate::tls::LoadedCertificate>,
+}
+
+/// CA certificates trusted for some purpose (client certificates, target certificates).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CaBundle {
+    /// PEM file.
+    pub path: PathBuf,
+    /// Its certificates (DER), read at validation.
+    #[serde(skip)]
+    pub certs: std::sync::Arc<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+/// ALB's TLS security policies that rustls can honour (it has no CBC or non-ECDHE
+/// suites, so each is the policy's forward-secret AEAD subset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum TlsPolicy {
+    /// TLS 1.3 and 1.2 (ECDHE with AES-GCM for 1.2). ALB's default.
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-2-2021-06")]
+    Tls13And12,
+    /// The same, restricted variant (also AES-GCM only on 1.2).
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06")]
+    Tls13And12Restricted,
+    /// TLS 1.3 only.
+    #[serde(rename = "ELBSecurityPolicy-TLS13-1-3-2021-06")]
+    Tls13Only,
+}
+
+impl TlsPolicy {
+    /// Every policy by its ALB name.
+    pub const ALL: [(&'static str, TlsPolicy); 3] = [
+        ("ELBSecurityPolicy-TLS13-1-2-2021-06", TlsPolicy::Tls13And12),
+        (
+            "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+            TlsPolicy::Tls13And12Restricted,
+        ),
+        ("ELBSecurityPolicy-TLS13-1-3-2021-06", TlsPolicy::Tls13Only),
+    ];
+}
+
+/// ALPN policies, named as on ALB/NLB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum AlpnPolicy {
+    /// Offer only `http/1.1`.
+    #[serde(rename = "HTTP1Only")]
+    Http1Only,
+    /// Offer only `h2`.
+    #[serde(rename = "HTTP2Only")]
+    Http2Only,
+    /// Offer both, preferring `http/1.1`.
+    #[serde(rename = "HTTP2Optional")]
+    Http2Optional,
+    /// Offer both, preferring `h2`.
+    #[serde(rename = "HTTP2Preferred")]
+    Http2Preferred,
+    /// No ALPN.
+    #[serde(rename = "None")]
+    None,
+}
+
+impl AlpnPolicy {
+    /// Every policy by its name.
+    pub const ALL: [(&'static str, AlpnPolicy); 5] = [
+        ("HTTP1Only", AlpnPolicy::Http1Only),
+        ("HTTP2Only", AlpnPolicy::Http2Only),
+        ("HTTP2Optional", AlpnPolicy::Http2Optional),
+        ("HTTP2Preferred", AlpnPolicy::Http2Preferred),
+        ("None", AlpnPolicy::None),
+    ];
+
+    /// The protocol ids offered, in order of preference.
+    pub fn protocols(self) -> Vec<Vec<u8>> {
+        let (h1, h2) = (b"http/1.1".to_vec(), b"h2".to_vec());
+        match self {
+            AlpnPolicy::Http1Only => vec![h1],
+            AlpnPolicy::Http2Only => vec![h2],
+            AlpnPolicy::Http2Optional => vec![h1, h2],
+            AlpnPolicy::Http2Preferred => vec![h2, h1],
+            AlpnPolicy::None => Vec::new(),
+        }
+    }
 }
 
 /// ALB's desync mitigation modes.
@@ -218,6 +359,13 @@ pub struct FixedResponse {
 pub struct TargetGroup {
     /// Unique name.
     pub name: String,
+    /// How listeners talk to the targets.
+    pub protocol: GroupProtocol,
+    /// TLS towards targets (`https` and `tls` groups).
+    pub tls: UpstreamTls,
+    /// Each connection to a target starts with a PROXY protocol v2 header carrying the
+    /// client's address (`tcp` and `tls` groups, as on NLB).
+    pub proxy_protocol_v2: bool,
     /// How a target is picked for a request.
     pub algorithm: Algorithm,
     /// HTTP version spoken to targets.
@@ -239,6 +387,44 @@ pub struct TargetGroup {
     pub outlier_detection: Option<OutlierDetection>,
     /// Where the targets come from.
     pub discovery: Discovery,
+}
+
+/// A target group's protocol, as on ALB (http, https) and NLB (tcp, tls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    /// HTTP in clear text (HTTP listeners).
+    Http,
+    /// HTTP over TLS (HTTP listeners).
+    Https,
+    /// A byte stream (TCP, TLS and TLS-passthrough listeners).
+    Tcp,
+    /// A byte stream over a new TLS connection (TCP and TLS listeners).
+    Tls,
+}
+
+impl GroupProtocol {
+    /// Whether the group serves HTTP listeners (else L4 ones).
+    pub fn is_http(self) -> bool {
+        matches!(self, GroupProtocol::Http | GroupProtocol::Https)
+    }
+
+    /// Whether connections to targets are TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, GroupProtocol::Https | GroupProtocol::Tls)
+    }
+}
+
+/// How TLS connections to targets are checked.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct UpstreamTls {
+    /// Whether the target's certificate is verified (default: yes).
+    pub verify: bool,
+    /// Trusted CAs; `None`: the system's bundle (or Mozilla's roots without one).
+    pub ca: Option<CaBundle>,
+    /// The name the certificate must carry (and the SNI sent); `None`: the target's
+    /// IP address.
+    pub server_name: Option<String>,
 }
 
 /// Active health checks of a target group, with ALB's parameters.
@@ -515,13 +701,14 @@ impl Config {
         for segments in unknown {
             problems.push(source.render(&segments, "unknown field"));
         }
-        let file = match parsed {
+        let mut file = match parsed {
             Ok(file) => file,
             Err(e) => {
                 problems.push(source.render_toml_error(&e));
                 return Err(Error { problems });
             }
         };
+        file.base_dir = path.parent().map(Path::to_owned).unwrap_or_default();
         match Config::try_from(file) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(Error { problems }),

@@ -3,22 +3,25 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use ipnet::IpNet;
 
 use super::file::{
-    ActionFile, CloudMapFile, ConditionsFile, ConfigFile, DiscoveryFile, EcsFile, ForwardFile,
-    HealthCheckFile, ListenerFile, OutlierDetectionFile, PortFile, RuleFile, StickinessFile,
-    TargetGroupFile,
+    ActionFile, CertificateFile, CloudMapFile, ConditionsFile, ConfigFile, DiscoveryFile, EcsFile,
+    ForwardFile, HealthCheckFile, ListenerFile, OutlierDetectionFile, PortFile, RuleFile,
+    StickinessFile, TargetGroupFile, UpstreamTlsFile,
 };
 use super::locate::Segment;
 use super::{
-    Action, Admin, Algorithm, CloudMapDiscovery, Conditions, Config, DesyncMode, Discovery,
-    EcsDiscovery, EcsTasks, FixedResponse, HeaderCondition, HealthCheck, HealthProtocol, Limits,
-    Listener, Matcher, OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
-    Stickiness, TargetGroup, WeightedGroup,
+    Action, Admin, Algorithm, AlpnPolicy, CaBundle, Certificate, CloudMapDiscovery, Conditions,
+    Config, DesyncMode, Discovery, EcsDiscovery, EcsTasks, FixedResponse, GroupProtocol,
+    HeaderCondition, HealthCheck, HealthProtocol, Limits, Listener, ListenerTls, Matcher,
+    OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule, Stickiness,
+    TargetGroup, TlsPolicy, UpstreamTls, WeightedGroup,
 };
 
 /// One problem, at one field.
@@ -164,7 +167,12 @@ impl TryFrom<ConfigFile> for super::Config {
         let target_groups: BTreeMap<String, TargetGroup> = c.key("target_groups", |c| {
             file.target_groups
                 .iter()
-                .map(|(name, group)| (name.clone(), c.key(name, |c| target_group(c, name, group))))
+                .map(|(name, group)| {
+                    (
+                        name.clone(),
+                        c.key(name, |c| target_group(c, name, group, &file.base_dir)),
+                    )
+                })
                 .collect()
         });
         if file.listeners.is_empty() {
@@ -177,8 +185,10 @@ impl TryFrom<ConfigFile> for super::Config {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, l)| {
-                    c.at(Segment::Index(i), |c| listener(c, l, &target_groups))
-                        .map(|l| (i, l))
+                    c.at(Segment::Index(i), |c| {
+                        listener(c, l, &target_groups, &file.base_dir)
+                    })
+                    .map(|l| (i, l))
                 })
                 .collect()
         });
@@ -256,6 +266,7 @@ fn listener(
     c: &mut Check,
     l: &ListenerFile,
     groups: &BTreeMap<String, TargetGroup>,
+    base: &Path,
 ) -> Option<Listener> {
     let name = c.required("name", &l.name).cloned();
     let bind = c
@@ -265,18 +276,17 @@ fn listener(
         "protocol",
         &l.protocol,
         Protocol::Http,
-        &[("http", Protocol::Http)],
+        &[
+            ("http", Protocol::Http),
+            ("https", Protocol::Https),
+            ("tcp", Protocol::Tcp),
+            ("tls", Protocol::Tls),
+            ("tls_passthrough", Protocol::TlsPassthrough),
+        ],
     );
-    if let Some(p @ ("https" | "tcp" | "tls")) = l.protocol.as_deref() {
-        c.problems.pop();
-        c.fail_at(
-            "protocol",
-            format!("{p:?} listeners are not supported by this build yet; use \"http\""),
-        );
-    }
     let default_action = c
         .required("default_action", &l.default_action)
-        .and_then(|a| c.key("default_action", |c| action(c, a, groups)));
+        .and_then(|a| c.key("default_action", |c| action(c, a, groups, protocol)));
     let mut priorities = HashSet::new();
     let mut rules: Vec<Rule> = c.key("rules", |c| {
         l.rules
@@ -284,7 +294,7 @@ fn listener(
             .enumerate()
             .filter_map(|(i, r)| {
                 c.at(Segment::Index(i), |c| {
-                    let rule = rule(c, r, groups);
+                    let rule = rule(c, r, groups, protocol);
                     // Checked on the raw priority, so a duplicate is reported even when the
                     // rule has other problems.
                     if let Some(p) = r.priority.filter(|p| (1..=50_000).contains(p)) {
@@ -301,7 +311,36 @@ fn listener(
             .collect()
     });
     rules.sort_by_key(|r| r.priority);
-    let idle_timeout = c.duration("idle_timeout", &l.idle_timeout, Duration::from_secs(60));
+    match protocol {
+        Protocol::Tcp | Protocol::Tls if !l.rules.is_empty() => c.fail_at(
+            "rules",
+            format!(
+                "{} listeners have no rules: every connection takes the default action",
+                protocol.name()
+            ),
+        ),
+        _ => {}
+    }
+    // NLB's idle timeout for TCP flows is 350 s; ALB's is 60 s.
+    let default_idle = if protocol.is_http() { 60 } else { 350 };
+    let idle_timeout = c.duration(
+        "idle_timeout",
+        &l.idle_timeout,
+        Duration::from_secs(default_idle),
+    );
+    if !protocol.is_http() {
+        let http_only = [
+            ("desync_mitigation_mode", l.desync_mitigation_mode.is_some()),
+            ("max_header_bytes", l.max_header_bytes.is_some()),
+            ("max_headers", l.max_headers.is_some()),
+            ("max_uri_bytes", l.max_uri_bytes.is_some()),
+        ];
+        for (key, given) in http_only {
+            if given {
+                c.fail_at(key, "applies to http and https listeners only");
+            }
+        }
+    }
     let desync_mitigation_mode = c.one_of(
         "desync_mitigation_mode",
         &l.desync_mitigation_mode,
@@ -332,6 +371,22 @@ fn listener(
             (64, 1 << 20),
         ),
     };
+    let tls = if protocol.terminates_tls() {
+        listener_tls(c, l, protocol, base)
+    } else {
+        let tls_only = [
+            ("certificates", l.certificates.is_some()),
+            ("tls_policy", l.tls_policy.is_some()),
+            ("alpn_policy", l.alpn_policy.is_some()),
+            ("mutual_tls", l.mutual_tls.is_some()),
+        ];
+        for (key, given) in tls_only {
+            if given {
+                c.fail_at(key, "applies to https and tls listeners only");
+            }
+        }
+        None
+    };
     Some(Listener {
         name: name?,
         bind: bind?,
@@ -341,10 +396,113 @@ fn listener(
         idle_timeout,
         desync_mitigation_mode,
         limits,
+        tls,
+        accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
     })
 }
 
-fn rule(c: &mut Check, r: &RuleFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Rule> {
+/// Certificates (each loaded and checked now, so a bad file is reported at its line),
+/// policies and client-certificate verification of an `https` or `tls` listener.
+fn listener_tls(
+    c: &mut Check,
+    l: &ListenerFile,
+    protocol: Protocol,
+    base: &Path,
+) -> Option<ListenerTls> {
+    let files = l.certificates.as_deref().unwrap_or_default();
+    if files.is_empty() {
+        c.fail_at(
+            "certificates",
+            format!(
+                "an {} listener needs at least one certificate, e.g. certificates = [{{ cert = \"site.pem\", key = \"site.key\" }}]",
+                protocol.name()
+            ),
+        );
+    }
+    let certificates: Vec<Certificate> = c.key("certificates", |c| {
+        files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| c.at(Segment::Index(i), |c| certificate(c, f, base)))
+            .collect()
+    });
+    let policy = c.one_of(
+        "tls_policy",
+        &l.tls_policy,
+        TlsPolicy::Tls13And12,
+        &TlsPolicy::ALL,
+    );
+    let default_alpn = match protocol {
+        Protocol::Https => AlpnPolicy::Http2Preferred,
+        _ => AlpnPolicy::None,
+    };
+    let alpn = c.one_of(
+        "alpn_policy",
+        &l.alpn_policy,
+        default_alpn,
+        &AlpnPolicy::ALL,
+    );
+    let client_ca = l.mutual_tls.as_ref().and_then(|m| {
+        c.key("mutual_tls", |c| match m.mode.as_deref() {
+            None | Some("verify") => {
+                let path = c.required("trust_store", &m.trust_store)?;
+                c.key("trust_store", |c| ca_bundle(c, path, base))
+            }
+            Some("off") => None,
+            Some(other) => {
+                c.fail_at(
+                    "mode",
+                    format!("unknown value {other:?}; expected one of verify, off"),
+                );
+                None
+            }
+        })
+    });
+    (certificates.len() == files.len() && !files.is_empty()).then_some(ListenerTls {
+        certificates,
+        policy,
+        alpn,
+        client_ca,
+    })
+}
+
+fn certificate(c: &mut Check, f: &CertificateFile, base: &Path) -> Option<Certificate> {
+    let cert = c.required("cert", &f.cert).map(|p| base.join(p));
+    let key = c.required("key", &f.key).map(|p| base.join(p));
+    let (cert, key) = (cert?, key?);
+    match crate::tls::load_certificate(&cert, &key) {
+        Ok(loaded) => Some(Certificate {
+            cert,
+            key,
+            loaded: Arc::new(loaded),
+        }),
+        Err(e) => {
+            c.fail_at(e.field, e.message);
+            None
+        }
+    }
+}
+
+fn ca_bundle(c: &mut Check, path: &str, base: &Path) -> Option<CaBundle> {
+    let path = base.join(path);
+    match crate::tls::load_ca_bundle(&path) {
+        Ok(certs) => Some(CaBundle {
+            path,
+            certs: Arc::new(certs),
+        }),
+        Err(e) => {
+            c.fail(e);
+            None
+        }
+    }
+}
+
+fn rule(
+    c: &mut Check,
+    r: &RuleFile,
+    groups: &BTreeMap<String, TargetGroup>,
+    listener: Protocol,
+) -> Option<Rule> {
     let priority = c.required("priority", &r.priority).and_then(|&p| {
         if (1..=50_000).contains(&p) {
             Some(p as u32)
@@ -365,7 +523,19 @@ fn rule(c: &mut Check, r: &RuleFile, groups: &BTreeMap<String, TargetGroup>) -> 
     };
     let action = c
         .required("action", &r.action)
-        .and_then(|a| c.key("action", |c| action(c, a, groups)));
+        .and_then(|a| c.key("action", |c| action(c, a, groups, listener)));
+    if let (Protocol::TlsPassthrough, Some(conds)) = (listener, &conditions) {
+        let by_request = !conds.path.is_empty()
+            || !conds.http_header.is_empty()
+            || !conds.method.is_empty()
+            || !conds.query.is_empty();
+        if by_request {
+            c.fail_at(
+                "conditions",
+                "a tls_passthrough listener sees no request: only host (the TLS server name) and source_ip apply",
+            );
+        }
+    }
     Some(Rule {
         priority: priority?,
         conditions: conditions?,
@@ -483,7 +653,12 @@ fn conditions(c: &mut Check, f: &ConditionsFile) -> Option<Conditions> {
     (c.problems.len() == before).then_some(out)
 }
 
-fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>) -> Option<Action> {
+fn action(
+    c: &mut Check,
+    a: &ActionFile,
+    groups: &BTreeMap<String, TargetGroup>,
+    listener: Protocol,
+) -> Option<Action> {
     let kinds = [
         a.forward.is_some(),
         a.redirect.is_some(),
@@ -496,6 +671,13 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
         c.fail("exactly one of forward, redirect, fixed_response is required");
         return None;
     }
+    if !listener.is_http() && a.forward.is_none() {
+        c.fail(format!(
+            "a {} listener can only forward (redirect and fixed_response are HTTP actions)",
+            listener.name()
+        ));
+        return None;
+    }
     if a.stickiness.is_some() && a.forward.is_none() {
         c.fail_at("stickiness", "only a forward action has group stickiness");
     }
@@ -505,12 +687,17 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
             .as_ref()
             .map(|_| c.duration("stickiness", &a.stickiness, Duration::ZERO));
         let known = |c: &mut Check, name: &str| {
-            if !groups.contains_key(name) {
-                c.fail(format!(
-                    "unknown target group {name:?}; defined: {}",
-                    groups.keys().cloned().collect::<Vec<_>>().join(", ")
-                ));
-            }
+            match groups.get(name) {
+            None => c.fail(format!(
+                "unknown target group {name:?}; defined: {}",
+                groups.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Some(g) if g.protocol.is_http() != listener.is_http() => c.fail(format!(
+                "target group {name:?} has protocol {:?}, which a {} listener cannot forward to (http and https groups serve http and https listeners; tcp and tls groups the others)",
+                g.protocol, listener.name()
+            )),
+            Some(_) => {}
+        }
         };
         let groups_out = c.key("forward", |c| match forward {
             ForwardFile::One(name) => {
@@ -612,7 +799,7 @@ fn action(c: &mut Check, a: &ActionFile, groups: &BTreeMap<String, TargetGroup>)
     })
 }
 
-fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
+fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> TargetGroup {
     if name.is_empty()
         || name.len() > 32
         || !name
@@ -622,6 +809,47 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
         c.fail(format!(
             "invalid target group name {name:?}: up to 32 of a-z, A-Z, 0-9, - and _"
         ));
+    }
+    let protocol = c.one_of(
+        "protocol",
+        &g.protocol,
+        GroupProtocol::Http,
+        &[
+            ("http", GroupProtocol::Http),
+            ("https", GroupProtocol::Https),
+            ("tcp", GroupProtocol::Tcp),
+            ("tls", GroupProtocol::Tls),
+        ],
+    );
+    let tls = match &g.tls {
+        Some(t) if protocol.is_tls() => c.key("tls", |c| upstream_tls(c, t, base)),
+        Some(_) => {
+            c.fail_at("tls", "applies to https and tls target groups only");
+            UpstreamTls::default()
+        }
+        None => UpstreamTls {
+            verify: true,
+            ..UpstreamTls::default()
+        },
+    };
+    if g.proxy_protocol_v2.is_some() && protocol.is_http() {
+        c.fail_at(
+            "proxy_protocol_v2",
+            "applies to tcp and tls target groups only (HTTP targets get X-Forwarded-For)",
+        );
+    }
+    if !protocol.is_http() {
+        let http_only = [
+            ("protocol_version", g.protocol_version.is_some()),
+            ("response_timeout", g.response_timeout.is_some()),
+            ("stickiness", g.stickiness.is_some()),
+            ("outlier_detection", g.outlier_detection.is_some()),
+        ];
+        for (key, given) in http_only {
+            if given {
+                c.fail_at(key, "applies to http and https target groups only");
+            }
+        }
     }
     let algorithm = c.one_of(
         "algorithm",
@@ -634,6 +862,8 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
                 Algorithm::LeastOutstandingRequests,
             ),
             ("weighted_random", Algorithm::WeightedRandom),
+            // NLB's name for the same thing over connections.
+            ("least_connections", Algorithm::LeastOutstandingRequests),
         ],
     );
     let protocol_version = c.one_of(
@@ -674,7 +904,7 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
     let health_check = g
         .health_check
         .as_ref()
-        .and_then(|h| c.key("health_check", |c| health_check(c, h)));
+        .and_then(|h| c.key("health_check", |c| health_check(c, h, protocol)));
     let outlier_detection = g
         .outlier_detection
         .as_ref()
@@ -682,6 +912,9 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
     let discovery = c.key("discovery", |c| discovery(c, g.discovery.as_ref()));
     TargetGroup {
         name: name.to_owned(),
+        protocol,
+        tls,
+        proxy_protocol_v2: g.proxy_protocol_v2.unwrap_or(false),
         algorithm,
         protocol_version,
         response_timeout,
@@ -692,6 +925,28 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile) -> TargetGroup {
         health_check,
         outlier_detection,
         discovery,
+    }
+}
+
+fn upstream_tls(c: &mut Check, t: &UpstreamTlsFile, base: &Path) -> UpstreamTls {
+    let ca =
+        t.ca.as_ref()
+            .and_then(|path| c.key("ca", |c| ca_bundle(c, path, base)));
+    if let Some(name) = &t.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            c.fail_at(
+                "server_name",
+                format!("invalid server name {name:?}: a DNS name or an IP address"),
+            );
+        }
+    }
+    if t.verify == Some(false) && (t.ca.is_some() || t.server_name.is_some()) {
+        c.fail("ca and server_name are for verification, which verify = false turns off");
+    }
+    UpstreamTls {
+        verify: t.verify.unwrap_or(true),
+        ca,
+        server_name: t.server_name.clone(),
     }
 }
 
@@ -711,14 +966,21 @@ fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32
 
 /// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
 /// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2.
-fn health_check(c: &mut Check, h: &HealthCheckFile) -> Option<HealthCheck> {
+fn health_check(c: &mut Check, h: &HealthCheckFile, group: GroupProtocol) -> Option<HealthCheck> {
     if h.enabled == Some(false) {
         return None;
     }
+    // As on ALB and NLB: a check speaks the group's protocol unless told otherwise, and
+    // TCP and TLS groups are checked by opening a connection.
+    let default = match group {
+        GroupProtocol::Http => HealthProtocol::Http,
+        GroupProtocol::Https => HealthProtocol::Https,
+        GroupProtocol::Tcp | GroupProtocol::Tls => HealthProtocol::Tcp,
+    };
     let protocol = c.one_of(
         "protocol",
         &h.protocol,
-        HealthProtocol::Http,
+        default,
         &[
             ("http", HealthProtocol::Http),
             ("https", HealthProtocol::Https),

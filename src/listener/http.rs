@@ -1,37 +1,43 @@
-//! The HTTP listener: HTTP/1.1 and HTTP/2 (prior knowledge) on one port, served by
-//! hyper-util's auto server with upgrades, each request handed to [`Proxy::handle`].
+//! The HTTP listener: HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN over TLS) on one
+//! port, served by hyper-util's auto server with upgrades, each request handed to
+//! [`Proxy::handle`]. `https` listeners are the same behind a TLS handshake.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::idle::{watch_idle, Activity, IdleStream};
+use super::tls::Terminator;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routing::Routes;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
-/// their in-flight requests (the caller bounds that wait).
+/// their in-flight requests (the caller bounds that wait). With `tls`, each connection
+/// is a TLS handshake first (an `https` listener).
 pub async fn serve(
     metrics: Arc<Metrics>,
     listener: TcpListener,
     proxy: Arc<Proxy>,
     routes: Routes,
     index: usize,
+    tls: Option<Arc<Terminator>>,
     stop: CancellationToken,
 ) {
     let mut limits = routes.load().listener(index).limits;
-    let mut builder = builder(&limits);
+    let mut builder = Arc::new(builder(&limits));
     let graceful = GracefulShutdown::new();
     // Connection tasks are owned here: when the caller gives up draining and drops this
     // future, they are aborted with it.
@@ -43,25 +49,99 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true); // a failure only costs latency
-        let (idle_timeout, current_limits) = {
+        let (idle_timeout, current_limits, accept_proxy, counting) = {
             let table = routes.load();
             let settings = table.listener(index);
-            (settings.idle_timeout, settings.limits)
+            (
+                settings.idle_timeout,
+                settings.limits,
+                settings.accept_proxy_protocol,
+                table.metrics_enabled,
+            )
         };
         if current_limits != limits {
             // A reload changed the limits: new connections get a parser sized for them.
             limits = current_limits;
-            builder = self::builder(&limits);
+            builder = Arc::new(self::builder(&limits));
         }
         let counters = metrics.listener(index);
         counters.new_connections.fetch_add(1, Ordering::Relaxed);
         counters.active_connections.fetch_add(1, Ordering::Relaxed);
-        let counting = routes.load().metrics_enabled;
         let activity = Activity::new(counting.then(|| (Arc::clone(&metrics), index)));
-        let open = OpenConnection(Arc::clone(&metrics), index);
-        let io = TokioIo::new(IdleStream::new(stream, Arc::clone(&activity)));
+        let open = OpenConnection::new(Arc::clone(&metrics), index);
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            watcher: graceful.watcher(),
+            proxy: Arc::clone(&proxy),
+            activity,
+            idle_timeout,
+            client,
+        };
+        let tls = tls.as_ref().map(|t| t.acceptor());
+        connections.spawn(async move {
+            let _open = open;
+            let mut stream = stream;
+            let mut connection = connection;
+            if accept_proxy {
+                match super::proxy_protocol::read_header(&mut stream, super::PREAMBLE_TIMEOUT).await {
+                    Ok(addrs) => {
+                        if let Some(addrs) = addrs {
+                            connection.client = addrs.source;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(%client, error = %e, "closing connection: bad PROXY protocol header");
+                        return;
+                    }
+                }
+            }
+            let stream = IdleStream::new(stream, Arc::clone(&connection.activity));
+            match tls {
+                None => connection.serve(stream).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(super::PREAMBLE_TIMEOUT, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%client, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// One accepted client connection, ready to be served once its preamble (PROXY header,
+/// TLS handshake) is done.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    proxy: Arc<Proxy>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    client: SocketAddr,
+}
+
+impl Connection {
+    async fn serve<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            watcher,
+            proxy,
+            activity,
+            idle_timeout,
+            client,
+        } = self;
         let service = {
-            let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
+            let activity = Arc::clone(&activity);
             service_fn(move |req: hyper::Request<Incoming>| {
                 let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
                 async move {
@@ -73,29 +153,31 @@ pub async fn serve(
             })
         };
         let conn = builder
-            .serve_connection_with_upgrades(io, service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        connections.spawn(async move {
-            let _open = open;
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        tracing::debug!(%client, error = %e, "client connection ended with an error");
-                    }
-                }
-                () = watch_idle(&activity, idle_timeout) => {
-                    tracing::debug!(%client, "closing idle client connection");
+        let conn = watcher.watch(conn);
+        tokio::select! {
+            result = conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
             }
-        });
+            () = watch_idle(&activity, idle_timeout) => {
+                tracing::debug!(%client, "closing idle client connection");
+            }
+        }
     }
-    drop(listener);
-    graceful.shutdown().await;
 }
 
 /// Counts a client connection as active until dropped (also when its task is aborted).
-struct OpenConnection(Arc<Metrics>, usize);
+pub(crate) struct OpenConnection(Arc<Metrics>, usize);
+
+impl OpenConnection {
+    /// A connection of listener `index` that the caller has counted as active.
+    pub(crate) fn new(metrics: Arc<Metrics>, index: usize) -> Self {
+        Self(metrics, index)
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

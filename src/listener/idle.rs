@@ -39,7 +39,7 @@ impl Activity {
         })
     }
 
-    fn touch(&self, bytes: usize) {
+    pub(crate) fn touch(&self, bytes: usize) {
         // A plain store, not a read-modify-write: it is on every read and write.
         self.moved.store(true, Ordering::Relaxed);
         if let Some((metrics, index)) = &self.bytes {

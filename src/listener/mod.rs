@@ -5,10 +5,17 @@
 
 pub mod http;
 pub(crate) mod idle;
+pub mod proxy_protocol;
+pub mod tcp;
+pub mod tls;
 
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+
+/// How long a new connection may take to send its PROXY header or finish its TLS
+/// handshake (or, on a passthrough listener, its client hello).
+pub(crate) const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts the next connection; on errors such as EMFILE it waits instead of spinning.
 pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {

@@ -46,6 +46,8 @@ pub struct Proxy {
     listener: usize,
     /// The listener's port, for `X-Forwarded-Port` and redirects.
     port: u16,
+    /// `"http"` or `"https"`, for `X-Forwarded-Proto` and redirects.
+    scheme: &'static str,
 }
 
 /// Where a forwarded request goes, resolved from one route-table snapshot.
@@ -63,6 +65,7 @@ impl Proxy {
         access_log: Option<AccessLog>,
         listener: usize,
         port: u16,
+        scheme: &'static str,
     ) -> Self {
         Self {
             routes,
@@ -70,6 +73,7 @@ impl Proxy {
             access_log,
             listener,
             port,
+            scheme,
         }
     }
 
@@ -161,7 +165,7 @@ impl Proxy {
                     return Ok(resp);
                 }
                 Action::Redirect(r) => {
-                    let resp = redirect(r, &req, host, self.port);
+                    let resp = redirect(r, &req, host, (self.scheme, self.port));
                     self.count_elb_response(resp.status());
                     return Ok(resp);
                 }
@@ -290,7 +294,7 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
-        headers::add_forwarded(headers, client.ip(), "http", self.port);
+        headers::add_forwarded(headers, client.ip(), self.scheme, self.port);
         let trace_id = headers::trace(headers);
         if close {
             // Ambiguous request (desync defensive mode): the target connection must not
@@ -441,7 +445,7 @@ fn redirect<B>(
     r: &config::Redirect,
     req: &Request<B>,
     host: Option<&str>,
-    port: u16,
+    (scheme, port): (&str, u16),
 ) -> Response<Body> {
     let host = host.map(strip_port).unwrap_or("");
     let path = req.uri().path();
@@ -449,7 +453,7 @@ fn redirect<B>(
     let port_text = port.to_string();
     let fill = |template: &str| {
         template
-            .replace("#{protocol}", "http")
+            .replace("#{protocol}", scheme)
             .replace("#{host}", host)
             .replace("#{port}", &port_text)
             .replace("#{path}", path.strip_prefix('/').unwrap_or(path))

@@ -80,6 +80,8 @@ pub struct ListenerRoutes {
     pub desync_mode: config::DesyncMode,
     /// Idle timeout of client connections (read when a connection is accepted).
     pub idle_timeout: Duration,
+    /// Whether connections start with a PROXY protocol header (read at accept).
+    pub accept_proxy_protocol: bool,
     rules: rules::Rules,
     /// One action per rule id, then the default action last.
     actions: Vec<Action>,

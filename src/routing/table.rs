@@ -52,6 +52,7 @@ pub(super) fn build(
                 limits: l.limits,
                 desync_mode: l.desync_mitigation_mode,
                 idle_timeout: l.idle_timeout,
+                accept_proxy_protocol: l.accept_proxy_protocol,
                 rules: Rules::build(&l.rules),
                 actions,
             }

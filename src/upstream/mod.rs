@@ -5,6 +5,10 @@
 //! pool survives reloads along with the target. A [`Client`] holds only a target group's
 //! connection settings.
 
+mod tls;
+
+pub use tls::Conn;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,7 +20,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::config::{self, ProtocolVersion};
+use crate::config::{self, GroupProtocol, ProtocolVersion, UpstreamTls};
 use crate::target::Target;
 
 /// Idle HTTP/1.1 connections kept per target; more are closed when released.
@@ -27,6 +31,10 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 pub struct Client {
     version: ProtocolVersion,
     connect_timeout: Duration,
+    protocol: GroupProtocol,
+    /// The group's TLS settings as configured (to tell whether a reload changed them).
+    tls_config: UpstreamTls,
+    tls: Option<tls::Settings>,
 }
 
 /// Why a request could not be carried to a target.
@@ -38,6 +46,9 @@ pub enum Error {
     /// The TCP connection did not open within the connect timeout.
     #[error("connecting to target timed out")]
     ConnectTimeout,
+    /// The TLS handshake failed (certificate not trusted, wrong name, not TLS).
+    #[error("TLS handshake with target failed")]
+    Tls(#[source] io::Error),
     /// The HTTP handshake (HTTP/2 preface) failed.
     #[error("handshake with target failed")]
     Handshake(#[source] hyper::Error),
@@ -51,7 +62,7 @@ impl Error {
     pub fn is_connect(&self) -> bool {
         matches!(
             self,
-            Error::Connect(_) | Error::ConnectTimeout | Error::Handshake(_)
+            Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Handshake(_)
         )
     }
 }
@@ -106,12 +117,18 @@ impl Client {
         Self {
             version: group.protocol_version,
             connect_timeout: group.connect_timeout,
+            protocol: group.protocol,
+            tls_config: group.tls.clone(),
+            tls: tls::Settings::of(group),
         }
     }
 
     /// Whether this client already has `group`'s connection settings.
     pub fn serves(&self, group: &config::TargetGroup) -> bool {
-        self.version == group.protocol_version && self.connect_timeout == group.connect_timeout
+        self.version == group.protocol_version
+            && self.connect_timeout == group.connect_timeout
+            && self.protocol == group.protocol
+            && self.tls_config == group.tls
     }
 
     /// The HTTP version requests to targets must carry.
@@ -163,7 +180,7 @@ impl Client {
                 },
             }
         }
-        let io = self.connect(target.addr).await?;
+        let io = TokioIo::new(self.connect(target.addr).await?);
         let (mut sender, conn) = http1::handshake(io).await.map_err(Error::Handshake)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
@@ -196,7 +213,7 @@ impl Client {
         let mut sender = match pooled {
             Some(sender) => sender,
             None => {
-                let io = self.connect(target.addr).await?;
+                let io = TokioIo::new(self.connect(target.addr).await?);
                 let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
                     .keep_alive_interval(Duration::from_secs(30))
@@ -216,12 +233,19 @@ impl Client {
         sender.send_request(req).await.map_err(Error::Request)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, Error> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+    /// Opens a connection to `addr`, TLS for `https` and `tls` groups; the TCP connect
+    /// and the TLS handshake together get the group's connect timeout.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Conn, Error> {
+        let connect = async {
+            let stream = TcpStream::connect(addr).await.map_err(Error::Connect)?;
+            let _ = stream.set_nodelay(true); // a failure only costs latency
+            match &self.tls {
+                None => Ok(Conn::Plain(stream)),
+                Some(tls) => tls.handshake(addr, stream).await.map_err(Error::Tls),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| Error::ConnectTimeout)?
-            .map_err(Error::Connect)?;
-        let _ = stream.set_nodelay(true); // a failure only costs latency
-        Ok(TokioIo::new(stream))
     }
 }

@@ -1,0 +1,195 @@
+//! TLS termination for `https` and `tls` listeners: certificates chosen by SNI (exact
+//! names, then `*.` wildcards, then the first certificate), ALB's security policies,
+//! ALPN, optional client-certificate verification, and certificate rotation.
+//!
+//! Each listener's rustls `ServerConfig` sits in an `ArcSwap`: every handshake takes the
+//! current one, so a reload or a changed certificate file applies to new connections
+//! while open ones keep the session they negotiated.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Certificate, ListenerTls};
+
+/// The TLS side of one listener.
+#[derive(Debug)]
+pub struct Terminator {
+    config: ArcSwap<ServerConfig>,
+    /// The settings in force and what their files looked like when loaded.
+    current: Mutex<(ListenerTls, Vec<Stamp>)>,
+}
+
+/// What a file looked like: a change of any part means it was rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl Stamp {
+    fn of(path: &PathBuf) -> Self {
+        let meta = std::fs::metadata(path).ok();
+        Stamp {
+            path: path.clone(),
+            modified: meta.as_ref().and_then(|m| m.modified().ok()),
+            len: meta.map_or(0, |m| m.len()),
+        }
+    }
+}
+
+impl Terminator {
+    /// A terminator serving `tls` (whose certificates validation has loaded).
+    pub fn new(tls: &ListenerTls) -> Result<Self, String> {
+        let config = server_config(tls, None)?;
+        Ok(Self {
+            config: ArcSwap::from_pointee(config),
+            current: Mutex::new((tls.clone(), stamps(tls))),
+        })
+    }
+
+    /// The acceptor for the next handshake (a reference count, no copy).
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// Serves `tls` from now on (a reload); open connections are not touched.
+    pub fn update(&self, tls: &ListenerTls) -> Result<(), String> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0 == *tls {
+            return Ok(());
+        }
+        let config = server_config(tls, Some(&self.config.load()))?;
+        self.config.store(Arc::new(config));
+        *current = (tls.clone(), stamps(tls));
+        Ok(())
+    }
+
+    /// Loads the certificate and trust-store files again if any of them changed on
+    /// disk since they were last loaded. `Ok(true)`: new ones are in force. On error the
+    /// previous ones stay, and the same files are not retried until they change again.
+    pub fn reload_changed_files(&self) -> Result<bool, String> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let now = stamps(&current.0);
+        if now == current.1 {
+            return Ok(false);
+        }
+        current.1 = now;
+        let mut next = current.0.clone();
+        for c in &mut next.certificates {
+            let loaded = crate::tls::load_certificate(&c.cert, &c.key).map_err(|e| e.message)?;
+            c.loaded = Arc::new(loaded);
+        }
+        if let Some(ca) = &mut next.client_ca {
+            ca.certs = Arc::new(crate::tls::load_ca_bundle(&ca.path)?);
+        }
+        if next == current.0 {
+            return Ok(false); // touched, not changed
+        }
+        let config = server_config(&next, Some(&self.config.load()))?;
+        self.config.store(Arc::new(config));
+        current.0 = next;
+        Ok(true)
+    }
+}
+
+fn stamps(tls: &ListenerTls) -> Vec<Stamp> {
+    tls.certificates
+        .iter()
+        .flat_map(|c| [&c.cert, &c.key])
+        .chain(tls.client_ca.as_ref().map(|ca| &ca.path))
+        .map(Stamp::of)
+        .collect()
+}
+
+/// Builds the rustls configuration of a listener. The session cache carries over from
+/// `previous`, so clients resume their sessions across certificate rotations.
+fn server_config(
+    tls: &ListenerTls,
+    previous: Option<&ServerConfig>,
+) -> Result<ServerConfig, String> {
+    let provider = Arc::new(crate::tls::provider(tls.policy));
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(crate::tls::versions(tls.policy))
+        .map_err(|e| format!("TLS policy {:?}: {e}", tls.policy))?;
+    let builder = match &tls.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(ca.certs.iter().cloned());
+            if added == 0 {
+                return Err(format!("{}: no usable CA certificate", ca.path.display()));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("{}: {e}", ca.path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&tls.certificates)?));
+    config.alpn_protocols = tls.alpn.protocols();
+    if let Some(previous) = previous {
+        config.session_storage = Arc::clone(&previous.session_storage);
+    }
+    Ok(config)
+}
+
+/// Picks the certificate for a client hello's server name.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// By the part after `*.`: a wildcard covers exactly one label.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn new(certificates: &[Certificate]) -> Result<Self, String> {
+        let default = certificates
+            .first()
+            .map(|c| Arc::clone(&c.loaded.key))
+            .ok_or("no certificate")?;
+        let (mut exact, mut wildcard) = (HashMap::new(), HashMap::new());
+        // The first certificate to claim a name keeps it.
+        for c in certificates {
+            for name in &c.loaded.names {
+                let key = Arc::clone(&c.loaded.key);
+                match name.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_owned()).or_insert(key),
+                    None => exact.entry(name.clone()).or_insert(key),
+                };
+            }
+        }
+        Ok(Self {
+            exact,
+            wildcard,
+            default,
+        })
+    }
+
+    fn find(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = name else {
+            return Arc::clone(&self.default);
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.exact.get(&name).or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent)
+        });
+        Arc::clone(found.unwrap_or(&self.default))
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.find(hello.server_name()))
+    }
+}
