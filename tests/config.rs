@@ -335,7 +335,7 @@ fn assert_check_prints_the_config(path: &Path) -> String {
     );
     for l in &config.listeners {
         assert!(
-            text.contains(&format!("listener {:?} Http on {}", l.name, l.bind)),
+            text.contains(&format!("listener {:?} http on {}", l.name, l.bind)),
             "{text}"
         );
         for r in &l.rules {

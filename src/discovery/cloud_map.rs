@@ -2,11 +2,13 @@
 //! `AWS_INSTANCE_IPV4` (or `AWS_INSTANCE_IPV6`) and `AWS_INSTANCE_PORT`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 
+use super::limiter::Limiter;
 use super::{Error, Member};
 use crate::config::CloudMapDiscovery;
 
@@ -15,16 +17,22 @@ use crate::config::CloudMapDiscovery;
 pub(crate) struct CloudMap {
     client: aws_sdk_servicediscovery::Client,
     settings: CloudMapDiscovery,
+    limiter: Arc<Limiter>,
 }
 
 impl CloudMap {
-    pub(crate) fn new(sdk: &aws_config::SdkConfig, settings: CloudMapDiscovery) -> Self {
+    pub(crate) fn new(
+        sdk: &aws_config::SdkConfig,
+        settings: CloudMapDiscovery,
+        limiter: Arc<Limiter>,
+    ) -> Self {
         let config = aws_sdk_servicediscovery::config::Builder::from(sdk)
             .interceptor(DataPrefixOnIpEndpoints)
             .build();
         Self {
             client: aws_sdk_servicediscovery::Client::from_conf(config),
             settings,
+            limiter,
         }
     }
 
@@ -33,6 +41,7 @@ impl CloudMap {
         &mut self,
         count: &(dyn Fn(&'static str) + Sync),
     ) -> Result<Vec<Member>, Error> {
+        self.limiter.acquire().await;
         count("ServiceDiscovery.DiscoverInstances");
         let s = &self.settings;
         let out = self

@@ -209,6 +209,7 @@ impl Ecs {
                 continue;
             }
             let ids: Vec<String> = by_instance.keys().cloned().collect();
+            self.limiter.acquire().await;
             count("EC2.DescribeInstances");
             for (id, ip) in super::ec2::private_ips(&self.sdk, &ids).await? {
                 if let Some(arn) = by_instance.get(&id) {

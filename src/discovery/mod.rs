@@ -111,10 +111,11 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
                         let ecs = ecs::Ecs::new(&sdk, e.clone(), Arc::clone(&limiter));
                         (Provider::Ecs(Box::new(ecs)), e.refresh)
                     }
-                    Discovery::CloudMap(m) => (
-                        Provider::CloudMap(cloud_map::CloudMap::new(&sdk, m.clone())),
-                        m.refresh,
-                    ),
+                    Discovery::CloudMap(m) => {
+                        let cloud_map =
+                            cloud_map::CloudMap::new(&sdk, m.clone(), Arc::clone(&limiter));
+                        (Provider::CloudMap(cloud_map), m.refresh)
+                    }
                     Discovery::Static(_) => continue,
                 };
                 let task =

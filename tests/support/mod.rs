@@ -161,6 +161,15 @@ pub async fn backend(name: &str) -> Backend {
 }
 
 fn serve_backend(listener: TcpListener, name: &str) -> Backend {
+    serve_backend_with(listener, name, None)
+}
+
+/// Serves the backend on `listener`, behind a TLS handshake when `tls` is given.
+pub fn serve_backend_with(
+    listener: TcpListener,
+    name: &str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Backend {
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let last_headers = Arc::new(std::sync::Mutex::new(HeaderMap::new()));
@@ -179,16 +188,33 @@ fn serve_backend(listener: TcpListener, name: &str) -> Backend {
             };
             let (name, hits, last) = (name_c.clone(), hits_c.clone(), last_c.clone());
             let stop = stop_c.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let (name, hits, last) = (name.clone(), hits.clone(), last.clone());
                     async move { Ok::<_, Infallible>(backend_response(&name, &hits, &last, req).await) }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {}
-                    () = stop.cancelled() => {}
+                match tls {
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = conn => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
+                    Some(acceptor) => {
+                        let Ok(stream) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        tokio::select! {
+                            _ = conn => {}
+                            () = stop.cancelled() => {}
+                        }
+                    }
                 }
             });
         }
@@ -1128,3 +1154,4 @@ pub async fn wait_for_state(
 }
 pub mod moto;
 pub mod prometheus;
+pub mod tls;

@@ -1,0 +1,465 @@
+//! HTTPS listeners and TLS to targets, with certificates made by rcgen at test time:
+//! SNI selection, ALPN, security policies, certificate rotation, mTLS, upstream
+//! verification, and the forwarding headers and redirects of HTTPS.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::tls::{
+    certificates_toml, client_config, connect, default_client, peer_leaf, Ca, Https,
+};
+use support::{backend, eventually, get, start_proxy, TempDir};
+
+fn https_config(certificates: &str, listener_extra: &str, target: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+protocol = "https"
+{certificates}
+{listener_extra}
+default_action = {{ forward = "web" }}
+
+[target_groups.web]
+discovery = {{ static = ["{target}"] }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn sni_picks_the_exact_then_the_wildcard_then_the_default_certificate() {
+    let dir = TempDir::new();
+    let ca = Ca::new("test ca");
+    let default = ca.issue(&["default.test"]);
+    let exact = ca.issue(&["api.example.test", "www.example.test"]);
+    let wildcard = ca.issue(&["*.example.test"]);
+    let files = [
+        default.write(&dir.0, "default"),
+        wildcard.write(&dir.0, "wildcard"),
+        exact.write(&dir.0, "exact"),
+    ];
+    let b = backend("b").await;
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let addr = proxy.addrs[0];
+    let cases = [
+        (
+            "api.example.test",
+            &exact.der,
+            "exact name (listed after the wildcard)",
+        ),
+        ("WWW.Example.Test", &exact.der, "exact name, other case"),
+        ("img.example.test", &wildcard.der, "wildcard"),
+        (
+            "a.b.example.test",
+            &default.der,
+            "a wildcard covers one label only",
+        ),
+        ("other.test", &default.der, "unknown name"),
+        ("127.0.0.1", &default.der, "no SNI"),
+    ];
+    for (sni, want, why) in cases {
+        // Names the certificate does not cover still complete the handshake when the
+        // client does not verify them; this client trusts the CA, so check the leaf.
+        let insecure = insecure_client();
+        let stream = connect(addr, sni, insecure).await.unwrap();
+        assert_eq!(&peer_leaf(&stream), want, "{sni}: {why}");
+    }
+    // And a verifying client gets a full, working HTTPS exchange.
+    let stream = connect(addr, "img.example.test", default_client(&ca))
+        .await
+        .unwrap();
+    let (status, _, body) = Https::over(stream)
+        .await
+        .get("img.example.test", "/")
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "b"));
+}
+
+/// Accepts any server certificate (to look at which one was sent).
+fn insecure_client() -> std::sync::Arc<rustls::ClientConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(ecslb::tls::AnyCertificate(provider)))
+        .with_no_client_auth();
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test]
+async fn alpn_negotiates_h2_or_http1_and_requests_carry_https_forwarding_headers() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let addr = proxy.addrs[0];
+    for (offer, want) in [
+        (&[&b"h2"[..], b"http/1.1"][..], "h2"),
+        (&[&b"http/1.1"[..]][..], "http/1.1"),
+        (&[&b"h2"[..]][..], "h2"),
+    ] {
+        let config = client_config(&ca, offer, rustls::DEFAULT_VERSIONS, None);
+        let stream = connect(addr, "site.test", config).await.unwrap();
+        assert_eq!(
+            support::tls::alpn(&stream).as_deref(),
+            Some(want.as_bytes())
+        );
+        let mut https = Https::over(stream).await;
+        let (status, _, body) = https.get("site.test", "/echo-headers").await.unwrap();
+        assert_eq!(status.as_u16(), 200, "over {want}");
+        assert!(
+            body.contains("x-forwarded-proto: https\n"),
+            "over {want}: {body}"
+        );
+        let port = format!("x-forwarded-port: {}\n", addr.port());
+        assert!(body.contains(&port), "over {want}: {body}");
+        assert!(body.contains("host: site.test\n"), "over {want}: {body}");
+    }
+    // The HTTP2Only policy offers nothing else.
+    let http1_only = client_config(&ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, None);
+    let proxy2 = start_proxy(&https_config(
+        &certificates_toml(&files),
+        r#"alpn_policy = "HTTP2Only""#,
+        b.addr,
+    ))
+    .await;
+    let refused = connect(proxy2.addrs[0], "site.test", http1_only).await;
+    assert!(
+        refused.is_err(),
+        "an http/1.1-only client must fail ALPN against HTTP2Only"
+    );
+}
+
+#[tokio::test]
+async fn the_tls13_only_policy_refuses_a_tls12_client() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    let tls12 = client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS12], None);
+    let tls13 = client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS13], None);
+
+    let strict = start_proxy(&https_config(
+        &certificates_toml(&files),
+        r#"tls_policy = "ELBSecurityPolicy-TLS13-1-3-2021-06""#,
+        b.addr,
+    ))
+    .await;
+    let refused = connect(strict.addrs[0], "site.test", tls12.clone()).await;
+    assert!(
+        refused.is_err(),
+        "TLS 1.2 must be refused by the TLS 1.3-only policy"
+    );
+    let ok = connect(strict.addrs[0], "site.test", tls13.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // The default policy takes both, and TLS 1.2 gets a forward-secret AEAD suite.
+    let default = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let ok12 = connect(default.addrs[0], "site.test", tls12).await.unwrap();
+    let suite = ok12.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert!(
+        format!("{suite:?}").starts_with("TLS_ECDHE_") && format!("{suite:?}").contains("GCM"),
+        "{suite:?}"
+    );
+    connect(default.addrs[0], "site.test", tls13).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_serves_new_handshakes_and_open_connections_keep_going() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let first = ca.issue(&["site.test"]);
+    let files = [first.write(&dir.0, "site")];
+    let b = backend("b").await;
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let addr = proxy.addrs[0];
+    let open = connect(addr, "site.test", default_client(&ca))
+        .await
+        .unwrap();
+    assert_eq!(peer_leaf(&open), first.der);
+    let mut open = Https::over(open).await;
+    assert_eq!(open.get("site.test", "/").await.unwrap().0.as_u16(), 200);
+
+    // Renewal: the files are rewritten in place; the watcher picks them up.
+    let second = ca.issue(&["site.test"]);
+    second.write(&dir.0, "site");
+    eventually("new handshakes get the renewed certificate", async || {
+        let s = connect(addr, "site.test", default_client(&ca))
+            .await
+            .unwrap();
+        peer_leaf(&s) == second.der
+    })
+    .await;
+    assert_eq!(
+        open.get("site.test", "/").await.unwrap().0.as_u16(),
+        200,
+        "the open connection survives"
+    );
+
+    // A broken renewal (key of another certificate) keeps the working one.
+    let (cert, _) = &files[0];
+    std::fs::write(cert, ca.issue(&["site.test"]).cert_pem).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let s = connect(addr, "site.test", default_client(&ca))
+        .await
+        .unwrap();
+    assert_eq!(
+        peer_leaf(&s),
+        second.der,
+        "a certificate that does not match its key is not used"
+    );
+    // A reload with it is refused, saying which file is wrong.
+    let err = proxy.reloader.reload().unwrap_err().to_string();
+    assert!(
+        err.contains("site.key") && err.contains("does not belong"),
+        "{err}"
+    );
+    assert_eq!(open.get("site.test", "/").await.unwrap().0.as_u16(), 200);
+
+    // A reload naming a new certificate file switches to it.
+    let third = ca.issue(&["site.test"]);
+    let files3 = [third.write(&dir.0, "third")];
+    proxy.write_config(&https_config(&certificates_toml(&files3), "", b.addr));
+    proxy.reloader.reload().unwrap();
+    let s = connect(addr, "site.test", default_client(&ca))
+        .await
+        .unwrap();
+    assert_eq!(peer_leaf(&s), third.der);
+    assert_eq!(open.get("site.test", "/").await.unwrap().0.as_u16(), 200);
+}
+
+#[tokio::test]
+async fn mutual_tls_accepts_clients_of_the_trust_store_and_refuses_others() {
+    let dir = TempDir::new();
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("client ca");
+    let stranger_ca = Ca::new("stranger ca");
+    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let trust = client_ca.write(&dir.0, "clients.pem");
+    let b = backend("b").await;
+    let mtls = format!(
+        r#"mutual_tls = {{ mode = "verify", trust_store = {:?} }}"#,
+        trust.display().to_string()
+    );
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), &mtls, b.addr)).await;
+    let addr = proxy.addrs[0];
+
+    let good = client_ca.issue(&["client-1"]);
+    let config = client_config(
+        &server_ca,
+        &[b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+        Some(&good),
+    );
+    let stream = connect(addr, "site.test", config).await.unwrap();
+    let (status, _, body) = Https::over(stream)
+        .await
+        .get("site.test", "/")
+        .await
+        .unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "b"));
+
+    let bad = stranger_ca.issue(&["client-2"]);
+    for (who, cert) in [
+        ("no certificate", None),
+        ("a certificate of another CA", Some(&bad)),
+    ] {
+        let config = client_config(&server_ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, cert);
+        // With TLS 1.3 the client learns of the refusal on its first read.
+        let refused = match connect(addr, "site.test", config).await {
+            Err(_) => true,
+            Ok(stream) => {
+                let mut https = Https::over(stream).await;
+                https.get("site.test", "/").await.is_err()
+            }
+        };
+        assert!(refused, "{who} must be refused");
+    }
+    assert_eq!(b.hits(), 1, "only the verified client reached the target");
+}
+
+fn upstream_config(target: std::net::SocketAddr, group_extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+default_action = {{ forward = "secure" }}
+
+[target_groups.secure]
+protocol = "https"
+discovery = {{ static = ["{target}"] }}
+{group_extra}
+"#
+    )
+}
+
+#[tokio::test]
+async fn https_target_groups_verify_the_target_certificate() {
+    let dir = TempDir::new();
+    let ca = Ca::new("internal ca");
+    let ca_file = ca.write(&dir.0, "internal.pem");
+    let ca_toml = ca_file.display().to_string();
+    let target =
+        support::tls::tls_backend(&ca.issue(&["backend.internal", "127.0.0.1"]), "tls-b").await;
+    let cases = [
+        (
+            format!("tls = {{ ca = {ca_toml:?} }}"),
+            200,
+            "trusted CA, the IP address in the certificate",
+        ),
+        (
+            format!("tls = {{ ca = {ca_toml:?}, server_name = \"backend.internal\" }}"),
+            200,
+            "trusted CA, name checked",
+        ),
+        (
+            format!("tls = {{ ca = {ca_toml:?}, server_name = \"other.internal\" }}"),
+            502,
+            "wrong name",
+        ),
+        (
+            String::new(),
+            502,
+            "system roots do not know the internal CA",
+        ),
+        (
+            "tls = { verify = false }".to_owned(),
+            200,
+            "verification off",
+        ),
+    ];
+    for (extra, want, why) in cases {
+        let proxy = start_proxy(&upstream_config(target.addr, &extra)).await;
+        let r = get(&proxy.url("/echo-headers")).await;
+        assert_eq!(r.status.as_u16(), want, "{why}: {}", r.body);
+        proxy.stop().await;
+    }
+    // HTTP/2 to the target over TLS (ALPN h2).
+    let proxy = start_proxy(&upstream_config(
+        target.addr,
+        &format!("protocol_version = \"http2\"\ntls = {{ ca = {ca_toml:?} }}"),
+    ))
+    .await;
+    let r = get(&proxy.url("/version")).await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "HTTP/2.0"));
+}
+
+#[tokio::test]
+async fn redirects_fill_in_https_and_http_redirects_to_https() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let config = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "plain"
+bind = "127.0.0.1:0"
+default_action = {{ redirect = {{ protocol = "https", port = "443", status = 301 }} }}
+
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+protocol = "https"
+{}
+default_action = {{ redirect = {{ path = "/moved/#{{path}}", status = 302 }} }}
+
+[target_groups.unused]
+discovery = {{ static = ["127.0.0.1:9"] }}
+"#,
+        certificates_toml(&files)
+    );
+    let proxy = start_proxy(&config).await;
+    let r = support::get_with(&proxy.url("/a/b?x=1"), &[("host", "site.test")]).await;
+    assert_eq!(r.status.as_u16(), 301);
+    assert_eq!(r.headers["location"], "https://site.test/a/b?x=1");
+
+    let stream = connect(proxy.addrs[1], "site.test", default_client(&ca))
+        .await
+        .unwrap();
+    let (status, headers, _) = Https::over(stream)
+        .await
+        .get("site.test", "/old")
+        .await
+        .unwrap();
+    assert_eq!(status.as_u16(), 302);
+    let port = proxy.addrs[1].port();
+    assert_eq!(
+        headers["location"],
+        format!("https://site.test:{port}/moved/old").as_str()
+    );
+}
+
+#[tokio::test]
+async fn certificate_problems_are_reported_with_file_line_and_field() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let (good_cert, good_key) = ca.issue(&["a.test"]).write(&dir.0, "a");
+    let (_, other_key) = ca.issue(&["b.test"]).write(&dir.0, "b");
+    let config_path = dir.0.join("bad.toml");
+    let text = format!(
+        r#"[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+protocol = "https"
+certificates = [
+  {{ cert = {:?}, key = {:?} }},
+  {{ cert = "missing.pem", key = "missing.key" }},
+]
+default_action = {{ forward = "g" }}
+
+[[listeners]]
+name = "plain"
+bind = "127.0.0.1:0"
+protocol = "https"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+proxy_protocol_v2 = true
+discovery = {{ static = ["127.0.0.1:1"] }}
+"#,
+        good_cert.display().to_string(),
+        other_key.display().to_string(),
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let err = ecslb::config::Config::load(&config_path).unwrap_err();
+    let p = &err.problems;
+    let path = config_path.display().to_string();
+    let has = |needle: &str| p.iter().any(|l| l.starts_with(&path) && l.contains(needle));
+    assert!(
+        has(":6: listeners[0].certificates[0].key:") && has("does not belong"),
+        "{p:#?}"
+    );
+    // Relative paths start at the config file's directory.
+    let missing = dir.0.join("missing.pem").display().to_string();
+    assert!(
+        has(":7: listeners[0].certificates[1].cert:") && has(&missing),
+        "{p:#?}"
+    );
+    assert!(
+        has(":11: listeners[1].certificates:") && has("needs at least one certificate"),
+        "{p:#?}"
+    );
+    assert!(has(":18: target_groups.g.proxy_protocol_v2:"), "{p:#?}");
+    let _ = good_key;
+}
