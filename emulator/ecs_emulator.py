@@ -43,7 +43,14 @@ carry the header ``X-Ecslb-Uncounted: 1`` (seed.py's backend poller sends it) ar
 neither counted nor failed on purpose.
 
   GET  /_ecslb/calls          {"ECS.ListTasks": 3, "EC2.DescribeInstances": 1, ...}
-  POST /_ecslb/calls/reset    resets the counters, answers the counts before the reset
+  GET  /_ecslb/calls/log      {"calls": [{"t": 12.345678, "action": "ECS.ListTasks", "status": 200,
+                              "took": 0.0071}, ...], "dropped": 0}: every counted call in
+                              arrival order; t = seconds since the emulator started (monotonic
+                              clock, taken when the request reaches the emulator, before the model
+                              lock), status = the HTTP status answered (0 while in progress),
+                              took = seconds until the answer was ready. Keeps the last 100,000
+                              calls; "dropped" counts older ones.
+  POST /_ecslb/calls/reset    resets the counters and the log, answers the counts before the reset
   POST /_ecslb/fail           {"status": 500|503|400, "actions": ["ECS.ListTasks"], "count": 2}
                               optional "code", "message", "delay" (seconds, before answering);
                               actions match "Service.Action" or a bare "Action"; empty or
@@ -70,6 +77,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -1060,10 +1068,17 @@ def _signing_service(environ: dict[str, Any]) -> str | None:
     return parts[3] if len(parts) >= 5 else None
 
 
+CALL_LOG_SIZE = 100_000
+STARTED = time.monotonic()
+
+
 class Control:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.calls: dict[str, int] = {}
+        # Every counted call, in arrival order: {"t", "action", "status", "took"}.
+        self.log: deque[dict[str, Any]] = deque(maxlen=CALL_LOG_SIZE)
+        self.logged = 0  # calls ever appended since the last reset (the deque drops the oldest)
         self.rules: list[dict[str, Any]] = []
         self.next_id = 1
 
@@ -1170,10 +1185,17 @@ class Middleware:
         if path == "/_ecslb/calls" and method == "GET":
             with CONTROL.lock:
                 return self._json(start_response, 200, dict(CONTROL.calls))
+        if path == "/_ecslb/calls/log" and method == "GET":
+            with CONTROL.lock:
+                log = [dict(e) for e in CONTROL.log]
+                dropped = CONTROL.logged - len(log)
+            return self._json(start_response, 200, {"calls": log, "dropped": dropped})
         if path == "/_ecslb/calls/reset" and method == "POST":
             with CONTROL.lock:
                 before = dict(CONTROL.calls)
                 CONTROL.calls.clear()
+                CONTROL.log.clear()
+                CONTROL.logged = 0
             return self._json(start_response, 200, before)
         if path == "/_ecslb/fail" and method == "GET":
             with CONTROL.lock:
@@ -1220,21 +1242,28 @@ class Middleware:
         return self._json(start_response, 404, {"error": f"no such control endpoint: {method} {path}"})
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        arrived = time.monotonic()
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_ecslb/"):
             return self._control(environ, start_response)
         key, protocol = (None, "rest")
         if not path.startswith("/moto-api") and not environ.get("HTTP_X_ECSLB_UNCOUNTED"):
             key, protocol = self._action(environ)
+        entry: dict[str, Any] | None = None
         if key:
+            entry = {"t": round(arrived - STARTED, 6), "action": key, "status": 0, "took": None}
             with CONTROL.lock:
                 CONTROL.calls[key] = CONTROL.calls.get(key, 0) + 1
+                CONTROL.log.append(entry)
+                CONTROL.logged += 1
             rule = self._match_rule(key)
             if rule is not None:
                 if rule.get("delay"):
                     time.sleep(rule["delay"])
                 if rule["status"]:
-                    return self._fail(start_response, rule, key, protocol)
+                    out = self._fail(start_response, rule, key, protocol)
+                    self._logged(entry, int(rule["status"]), arrived)
+                    return out
         captured: dict[str, Any] = {}
 
         def sr(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -1251,8 +1280,16 @@ class Middleware:
                 close = getattr(it, "close", None)
                 if close:
                     close()
+        if entry is not None:
+            self._logged(entry, int(str(captured["status"]).split(" ", 1)[0]), arrived)
         start_response(captured["status"], captured["headers"])
         return chunks
+
+    @staticmethod
+    def _logged(entry: dict[str, Any], status: int, arrived: float) -> None:
+        with CONTROL.lock:
+            entry["status"] = status
+            entry["took"] = round(time.monotonic() - arrived, 6)
 
 
 class EmulatorServer(ThreadedMotoServer):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seed the ECS emulator with a demo cluster; optionally serve every task's address.
 
-usage: seed.py ENDPOINT [--backends] [--json]
+usage: seed.py ENDPOINT [--fleet NAME=COUNT ...] [--backends] [--json]
 
 Creates (boto3, credentials test/test, region us-east-1):
   * VPC 127.16.0.0/16 (DNS hostnames on), subnet 127.16.1.0/24 for awsvpc tasks, a
@@ -13,6 +13,14 @@ Creates (boto3, credentials test/test, region us-east-1):
   * services `web` (FARGATE, 3 tasks, registered in Cloud Map local/web) and `api`
     (EC2, 2 tasks)
 If cluster `demo` already exists, nothing is created.
+
+--fleet NAME=COUNT (repeatable): also a service NAME of COUNT awsvpc/FARGATE tasks, for
+tests of discovery at scale: its own task definition family NAME (container `app` port
+8080, no health check: healthStatus UNKNOWN), no Cloud Map, its tasks in a subnet
+127.16.16.0/20 (shared by every fleet: 4,091 addresses, 127.16.16.4 upward) created for
+them. Fleet task definitions carry the tag `ecslb:fleet`: --backends serves none of
+their tasks (it lists the other families' tasks only), and the summary shows one line
+per fleet instead of one per task. moto starts 1,000 tasks in under a second.
 
 --backends: then serve `hello from <task-id>` on every RUNNING task's address (awsvpc:
 ENI IP:containerPort; bridge: instance IP:hostPort), following the cluster every 0.5 s
@@ -38,6 +46,9 @@ from botocore.config import Config
 
 CLUSTER = "demo"
 REGION = "us-east-1"
+FLEET_CIDR = "127.16.16.0/20"
+FLEET_CAPACITY = 4096 - 5  # AWS keeps the first four and the last address of a subnet
+FLEET_TAG = "ecslb:fleet"  # on fleet task definitions
 
 
 def clients(endpoint: str, uncounted: bool = False) -> dict[str, Any]:
@@ -54,7 +65,7 @@ def clients(endpoint: str, uncounted: bool = False) -> dict[str, Any]:
     return out
 
 
-def seed(c: dict[str, Any]) -> dict[str, Any]:
+def seed(c: dict[str, Any], fleets: dict[str, int] | None = None) -> dict[str, Any]:
     ec2, ecs, sd = c["ec2"], c["ecs"], c["servicediscovery"]
     existing = ecs.describe_clusters(clusters=[CLUSTER])["clusters"]
     if existing and existing[0]["status"] == "ACTIVE":
@@ -153,10 +164,60 @@ def seed(c: dict[str, Any]) -> dict[str, Any]:
         serviceRegistries=[{"registryArn": sd_web["Arn"], "containerName": "app", "containerPort": 8080}],
     )
     ecs.create_service(cluster=CLUSTER, serviceName="api", taskDefinition="api", desiredCount=2, launchType="EC2")
-    return {
+    out = {
         "vpc": vpc, "subnet": subnet, "hostSubnet": host_subnet, "securityGroup": sg, "instances": instances,
         "cluster": CLUSTER, "namespace": ns, "cloudMapService": sd_web["Id"],
     }
+    if fleets:
+        out["fleetSubnet"] = seed_fleets(ec2, ecs, vpc, sg, fleets)
+        out["fleets"] = dict(fleets)
+    return out
+
+
+def seed_fleets(ec2: Any, ecs: Any, vpc: str, sg: str, fleets: dict[str, int]) -> str:
+    """The fleet subnet, and one awsvpc service (and task definition family) per fleet."""
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=FLEET_CIDR, AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    for name, count in fleets.items():
+        ecs.register_task_definition(
+            family=name,
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="256",
+            memory="512",
+            containerDefinitions=[
+                {
+                    "name": "app",
+                    "image": "public.ecr.aws/ecslb/demo-web:latest",
+                    "memory": 128,
+                    "essential": True,
+                    "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+                }
+            ],
+            tags=[{"key": FLEET_TAG, "value": name}],
+        )
+        ecs.create_service(
+            cluster=CLUSTER,
+            serviceName=name,
+            taskDefinition=name,
+            desiredCount=count,
+            launchType="FARGATE",
+            networkConfiguration={
+                "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "DISABLED"}
+            },
+        )
+    return subnet
+
+
+def parse_fleets(specs: list[str]) -> dict[str, int]:
+    fleets: dict[str, int] = {}
+    for spec in specs:
+        name, _, count = spec.partition("=")
+        if not name or name in ("web", "api") or name in fleets or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"seed.py: --fleet {spec!r}: want NAME=COUNT, a new service name and COUNT >= 1")
+        fleets[name] = int(count)
+    if sum(fleets.values()) > FLEET_CAPACITY:
+        raise SystemExit(f"seed.py: the fleets want {sum(fleets.values())} tasks; {FLEET_CIDR} holds {FLEET_CAPACITY}")
+    return fleets
 
 
 # --------------------------------------------------------------------------------------
@@ -169,11 +230,36 @@ class Resolver:
         self.ecs, self.ec2 = c["ecs"], c["ec2"]
         self.ci_ip: dict[str, str] = {}
         self.task_defs: dict[str, Any] = {}
+        self.is_fleet: dict[str, bool] = {}  # task definition family -> tagged `ecslb:fleet`
+
+    def families(self) -> list[str]:
+        """The task definition families; those not seen before are classified."""
+        families = self.ecs.list_task_definition_families(status="ACTIVE")["families"]
+        for family in families:
+            if family not in self.is_fleet:
+                out = self.ecs.describe_task_definition(taskDefinition=family, include=["TAGS"])
+                self.is_fleet[family] = any(t.get("key") == FLEET_TAG for t in out.get("tags") or [])
+        return families
 
     def list_arns(self, desired: str = "RUNNING") -> list[str]:
+        """The tasks of the cluster that are not in a fleet."""
+        families = self.families()
+        if not any(self.is_fleet[f] for f in families):
+            return self._list({"desiredStatus": desired})
+        arns: list[str] = []
+        for family in families:
+            if not self.is_fleet[family]:
+                arns += self._list({"desiredStatus": desired, "family": family})
+        return arns
+
+    def fleets(self) -> dict[str, int]:
+        """Each fleet family's RUNNING tasks."""
+        return {f: len(self._list({"desiredStatus": "RUNNING", "family": f})) for f in self.families() if self.is_fleet[f]}
+
+    def _list(self, filters: dict[str, str]) -> list[str]:
         arns, token = [], None
         while True:
-            kw = {"cluster": CLUSTER, "desiredStatus": desired}
+            kw = {"cluster": CLUSTER, **filters}
             if token:
                 kw["nextToken"] = token
             page = self.ecs.list_tasks(**kw)
@@ -292,7 +378,8 @@ class Backends:
             print(f"! cannot serve {task_id} on {addr[0]}:{addr[1]}: {e}", file=sys.stderr, flush=True)
             return
         srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        # a short poll interval: stop() (shutdown) waits for it, and the sync waits for stop()
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         self.servers[addr] = (arn, srv)
         print(f"+ {task_id} on http://{addr[0]}:{addr[1]}", flush=True)
 
@@ -331,16 +418,22 @@ def main() -> int:
     ap.add_argument("endpoint", help="the emulator, e.g. http://127.0.0.1:5000")
     ap.add_argument("--backends", action="store_true", help="serve every RUNNING task's address until killed")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--fleet", action="append", default=[], metavar="NAME=COUNT",
+                    help=f"also a service NAME of COUNT awsvpc tasks in {FLEET_CIDR}, without backends (repeatable)")
     args = ap.parse_args()
+    fleets = parse_fleets(args.fleet)
 
     c = clients(args.endpoint)
-    ids = seed(c)
+    ids = seed(c, fleets)
     r = Resolver(clients(args.endpoint, uncounted=True))
-    rows = summary(r.describe(r.list_arns()) if r.list_arns() else [], r)
+    arns = r.list_arns()
+    rows = summary(r.describe(arns) if arns else [], r)
     if args.json:
         print(json.dumps({"endpoint": args.endpoint, **ids, "tasks": rows}, indent=2))
     else:
         print_table(rows)
+        for name, count in r.fleets().items():
+            print(f"{name:8} {count} RUNNING awsvpc tasks in {FLEET_CIDR} (fleet: no backends)")
         print(f"export AWS_ENDPOINT_URL={args.endpoint} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION={REGION}")
     sys.stdout.flush()
     if not args.backends:

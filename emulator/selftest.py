@@ -176,6 +176,11 @@ def main() -> int:
         code, body = http(ep + "/_ecslb/calls/reset", {})
         ecs.list_clusters()
         check("/_ecslb/calls/reset", json.loads(http(ep + "/_ecslb/calls")[1]) == {"ECS.ListClusters": 1})
+        log = json.loads(http(ep + "/_ecslb/calls/log")[1])
+        entry = log["calls"][0] if len(log["calls"]) == 1 else {}
+        check("/_ecslb/calls/log: the call, its arrival time, status and duration",
+              log["dropped"] == 0 and entry.get("action") == "ECS.ListClusters" and entry.get("status") == 200
+              and isinstance(entry.get("t"), float) and entry["t"] > 0 and 0 <= entry.get("took", -1) < 5, log)
 
         # fault injection
         code, body = http(ep + "/_ecslb/fail", {"status": 503, "actions": ["ECS.DescribeServices"], "count": 1})
@@ -186,6 +191,8 @@ def main() -> int:
         except ClientError as e:
             check("injected 503", e.response["ResponseMetadata"]["HTTPStatusCode"] == 503, e)
         check("next call succeeds", ecs.describe_services(cluster="demo", services=["web"])["services"][0]["serviceName"] == "web")
+        logged = [(c["action"], c["status"]) for c in json.loads(http(ep + "/_ecslb/calls/log")[1])["calls"]]
+        check("the log has the injected failure", logged[-2:] == [("ECS.DescribeServices", 503), ("ECS.DescribeServices", 200)], logged)
         http(ep + "/_ecslb/fail", {"status": 400, "actions": ["ListTasks", "EC2.DescribeInstances"], "count": 2})
         try:
             ecs.list_tasks(cluster="demo")
@@ -198,6 +205,38 @@ def main() -> int:
         except ClientError as e:
             check("injected throttling (EC2)", e.response["Error"]["Code"] == "RequestLimitExceeded", e.response["Error"])
         check("rules used up", json.loads(http(ep + "/_ecslb/fail")[1]) == {"rules": []})
+
+        # a fleet (seed.py --fleet): hundreds of awsvpc tasks in 127.16.16.0/20, no backends
+        sys.path.insert(0, HERE)
+        sys.dont_write_bytecode = True  # no __pycache__ in the repo
+        import seed as seed_py  # noqa: PLC0415 - the seeder's own code
+
+        vpc_conf = ecs.describe_services(cluster="demo", services=["web"])["services"][0]["networkConfiguration"]["awsvpcConfiguration"]
+        vpc = ec2.describe_subnets(SubnetIds=vpc_conf["subnets"])["Subnets"][0]["VpcId"]
+        started = time.monotonic()
+        seed_py.seed_fleets(ec2, ecs, vpc, vpc_conf["securityGroups"][0], {"fleet": 250})
+        took = time.monotonic() - started
+        pages, token = [], None
+        while True:
+            page = ecs.list_tasks(cluster="demo", serviceName="fleet", **({"nextToken": token} if token else {}))
+            pages.append(page["taskArns"])
+            token = page.get("nextToken")
+            if not token:
+                break
+        check(f"fleet of 250 started ({took:.2f} s), ListTasks pages of 100", [len(p) for p in pages] == [100, 100, 50], [len(p) for p in pages])
+        fleet_ips = sorted(
+            (ip_of(t) for i in range(0, 250, 100)
+             for t in ecs.describe_tasks(cluster="demo", tasks=sum(pages, [])[i:i + 100])["tasks"]),
+            key=lambda ip: tuple(int(x) for x in ip.split(".")),
+        )
+        check("fleet: addresses 127.16.16.4 upward, one each", fleet_ips[0] == "127.16.16.4" and fleet_ips[-1] == "127.16.16.253"
+              and len(set(fleet_ips)) == 250, fleet_ips[:2] + fleet_ips[-2:])
+        # a new web task, created after the fleet: once it is served, the poller has seen the fleet
+        ecs.update_service(cluster="demo", service="web", desiredCount=4)
+        web_ips = [ip_of(t) for t in tasks("web")]
+        check("fleet: the other tasks keep their backends, new ones get one", wait_for(lambda: all(http(f"http://{ip}:8080/")[0] == 200 for ip in web_ips)),
+              {ip: http(f"http://{ip}:8080/") for ip in web_ips})
+        check("fleet: no backends", all(http(f"http://{ip}:8080/", timeout=0.5)[0] == 0 for ip in fleet_ips[:3] + fleet_ips[-3:]))
 
         # drain delay
         http(ep + "/_ecslb/config", {"stop_delay": 1.0})

@@ -391,3 +391,245 @@ async fn api_calls_are_held_to_the_configured_rate() {
         "{list} ListTasks calls in 3 s at 2/s: {calls}"
     );
 }
+
+/// The fleet of the cold-start test: one service of 1,000 awsvpc tasks.
+const FLEET_TASKS: usize = 1_000;
+/// ECS's page size: `ListTasks` answers up to 100 ARNs, `DescribeTasks` takes up to 100.
+const ECS_PAGE: usize = 100;
+
+/// Every target group's non-draining targets, by group name, from `/v1/targets`.
+async fn group_targets(binary: &Binary) -> std::collections::HashMap<String, HashSet<String>> {
+    let r = get(&binary.admin_url("/v1/targets")).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v["target_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let targets = g["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["state"] != "draining")
+                .map(|t| t["target"].as_str().unwrap().to_owned())
+                .collect();
+            (g["name"].as_str().unwrap().to_owned(), targets)
+        })
+        .collect()
+}
+
+/// How much later than ecslb took its token a call may reach the emulator (scheduling
+/// and the emulator's GIL), on top of what the token bucket allows.
+const ARRIVAL_JITTER: f64 = 0.1;
+
+/// The calls' arrival times (sorted) against a token bucket of `rate` per second and
+/// `burst` saved up: panics with the window of calls that exceeds
+/// `burst + rate × (window + ARRIVAL_JITTER)`, if any; else answers a summary (peak
+/// calls in one second, the worst window's margin).
+fn assert_held_to(times: &[f64], rate: f64, burst: f64, context: &str) -> String {
+    // The window the bucket holds worst: calls first..=last, and how far over they are.
+    let mut worst = (0, 0, f64::NEG_INFINITY);
+    for first in 0..times.len() {
+        for last in first..times.len() {
+            let calls = (last - first + 1) as f64;
+            let excess = calls - (burst + rate * (times[last] - times[first]));
+            if excess > worst.2 {
+                worst = (first, last, excess);
+            }
+        }
+    }
+    let peak = (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|&&t| t < times[i] + 1.0)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let (first, last, excess) = worst;
+    let summary = format!(
+        "peak {peak} calls in 1 s; worst window {excess:+.2} calls against {burst} + {rate}/s"
+    );
+    assert!(
+        excess <= rate * ARRIVAL_JITTER,
+        "{} calls arrived in {:.3} s (t = {:.3} .. {:.3}): at {rate}/s with a burst of \
+         {burst} the limiter lets {:.2} through ({:.2} with {ARRIVAL_JITTER} s of arrival \
+         jitter). {summary}. {context}",
+        last - first + 1,
+        times[last] - times[first],
+        times[first],
+        times[last],
+        burst + rate * (times[last] - times[first]),
+        burst + rate * (times[last] - times[first] + ARRIVAL_JITTER),
+    );
+    summary
+}
+
+/// The arrival times of the logged calls, sorted.
+fn arrival_times(log: &[support::moto::Call]) -> Vec<f64> {
+    let mut times: Vec<f64> = log.iter().map(|c| c.t).collect();
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_start_of_1000_tasks_is_economical_and_held_to_the_rate_limit() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start_with_fleet("fleet", FLEET_TASKS);
+    // The fleet's service in three target groups (one per port, as an ECS service
+    // registered with several target groups), all cold at once and drawing on the
+    // process's one limiter. Their 60 calls take 5 s at 10 per second with a burst of
+    // 10; unlimited, the emulator answers them in about 1.3 s (54 in one second), and
+    // with a limiter per group they would be 3 times the rate. A refresh of 1 h keeps
+    // the test to the cold start: one poll per group. (The binary must be ready, i.e.
+    // every group discovered, within the 10 s `start_binary_with_env` waits.)
+    const RATE: f64 = 10.0;
+    const BURST: f64 = 10.0;
+    const PORTS: [u16; 3] = [8080, 8081, 9090];
+    let config = |listener, admin| {
+        let forward: Vec<String> = PORTS
+            .iter()
+            .map(|p| format!(r#"{{ group = "fleet-{p}", weight = 1 }}"#))
+            .collect();
+        let groups: String = PORTS
+            .iter()
+            .map(|p| {
+                format!(
+                    r#"
+[target_groups.fleet-{p}]
+discovery = {{ ecs = {{ cluster = "demo", service = "fleet", container = "app", port = {p}, refresh = "1h" }} }}
+"#
+                )
+            })
+            .collect();
+        format!(
+            r#"
+[aws]
+api_rate = {RATE}
+api_burst = {BURST}
+[admin]
+listen = "{admin}"
+[[listeners]]
+name = "web"
+bind = "{listener}"
+default_action = {{ forward = [{}] }}
+{groups}"#,
+            forward.join(", ")
+        )
+    };
+    cluster.reset_calls().await;
+    let started = std::time::Instant::now();
+    // Ready once every group has had its first discovery.
+    let binary = start_binary_with_env(config, &cluster.env()).await;
+    let cold_start = started.elapsed();
+    let log = cluster.call_log().await;
+    let targets = group_targets(&binary).await;
+
+    // Every task is a target of every group.
+    let tasks = cluster.task_addresses("fleet").await;
+    assert_eq!(tasks.len(), FLEET_TASKS, "the emulator runs the fleet");
+    for port in PORTS {
+        let group = format!("fleet-{port}");
+        let want: HashSet<String> = tasks.iter().map(|ip| format!("{ip}:{port}")).collect();
+        let got = targets.get(&group).cloned().unwrap_or_default();
+        assert!(
+            got == want,
+            "{group}: {} targets, {} of the {} tasks missing, {} unknown addresses",
+            got.len(),
+            want.difference(&got).count(),
+            want.len(),
+            got.difference(&want).count()
+        );
+    }
+
+    // One ListTasks per page of 100 ARNs and one DescribeTasks per 100 tasks, per
+    // group; nothing else (awsvpc tasks need no container instance lookups).
+    let count = |action: &str| log.iter().filter(|c| c.action == action).count();
+    let pages = FLEET_TASKS.div_ceil(ECS_PAGE) * PORTS.len();
+    let summary = format!(
+        "{} calls in {:.2} s ({} ListTasks, {} DescribeTasks); cold start {:.2} s",
+        log.len(),
+        log.last().map_or(0.0, |c| c.t) - log.first().map_or(0.0, |c| c.t),
+        count("ECS.ListTasks"),
+        count("ECS.DescribeTasks"),
+        cold_start.as_secs_f64()
+    );
+    assert_eq!(
+        count("ECS.ListTasks"),
+        pages,
+        "ListTasks pages of {ECS_PAGE} for {FLEET_TASKS} tasks in {} groups: {summary}",
+        PORTS.len()
+    );
+    assert_eq!(
+        count("ECS.DescribeTasks"),
+        pages,
+        "DescribeTasks batches of {ECS_PAGE} for {FLEET_TASKS} tasks in {} groups: {summary}",
+        PORTS.len()
+    );
+    assert_eq!(log.len(), 2 * pages, "no other calls: {log:?}");
+    assert!(
+        log.iter().all(|c| c.status == 200),
+        "every call answered 200: {log:?}"
+    );
+
+    // In no window did more calls arrive than the bucket lets through.
+    let held = assert_held_to(&arrival_times(&log), RATE, BURST, &summary);
+    println!("{summary}; {held}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_map_and_ec2_calls_draw_on_the_same_limiter() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    // A Cloud Map group and a bridge-mode ECS group (whose cold start looks up its
+    // container instances: ECS DescribeContainerInstances, then EC2 DescribeInstances),
+    // both polling every 100 ms: 20 calls a second wanted, 4 allowed.
+    const RATE: f64 = 4.0;
+    const BURST: f64 = 1.0;
+    let config = |listener, admin| {
+        format!(
+            r#"
+[aws]
+api_rate = {RATE}
+api_burst = {BURST}
+[admin]
+listen = "{admin}"
+[[listeners]]
+name = "web"
+bind = "{listener}"
+default_action = {{ forward = [{{ group = "map", weight = 1 }}, {{ group = "api", weight = 1 }}] }}
+[target_groups.map]
+discovery = {{ cloud_map = {{ namespace = "local", service = "web", refresh = "100ms" }} }}
+[target_groups.api]
+discovery = {{ ecs = {{ cluster = "demo", service = "api", container = "app", port = 8080, refresh = "100ms", full_refresh = "1h" }} }}
+"#
+        )
+    };
+    cluster.reset_calls().await;
+    let _binary = start_binary_with_env(config, &cluster.env()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = cluster.call_log().await;
+    let count = |action: &str| log.iter().filter(|c| c.action == action).count();
+    let mut calls = std::collections::BTreeMap::new();
+    for c in &log {
+        *calls.entry(c.action.as_str()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        (
+            count("EC2.DescribeInstances"),
+            count("ECS.DescribeContainerInstances")
+        ),
+        (1, 1),
+        "one instance lookup at the cold start: {calls:?}"
+    );
+    let times = arrival_times(&log);
+    let span = times.last().unwrap() - times.first().unwrap();
+    assert!(
+        times.len() as f64 >= 0.8 * (BURST + RATE * span),
+        "wanting more, the groups ran at the limit: {} calls in {span:.2} s: {calls:?}",
+        times.len()
+    );
+    let held = assert_held_to(&times, RATE, BURST, &format!("{calls:?}"));
+    println!("{calls:?}; {held}");
+}

@@ -56,6 +56,18 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra emulator flags (e.g. `--stop-delay 1`).
     pub fn start_with(flags: &[&str]) -> Cluster {
+        Self::start_seeded(flags, &[])
+    }
+
+    /// [`Cluster::start`] plus a fleet: service `name` of `tasks` awsvpc tasks in cluster
+    /// `demo`, in the subnet 127.16.16.0/20 (`seed.py --fleet`, up to 4,091 tasks),
+    /// container `app` port 8080, health UNKNOWN, with no backends: for discovery at
+    /// scale. The fleet's seeding calls are counted: reset the calls before measuring.
+    pub fn start_with_fleet(name: &str, tasks: usize) -> Cluster {
+        Self::start_seeded(&[], &["--fleet", &format!("{name}={tasks}")])
+    }
+
+    fn start_seeded(flags: &[&str], seed_flags: &[&str]) -> Cluster {
         let mut emulator = Command::new(python())
             .arg(repo().join("emulator/ecs_emulator.py"))
             .args(flags)
@@ -68,6 +80,7 @@ impl Cluster {
         let mut seeder = Command::new(python())
             .arg(repo().join("emulator/seed.py"))
             .arg(&endpoint)
+            .args(seed_flags)
             .arg("--backends")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -111,7 +124,27 @@ impl Cluster {
         serde_json::from_str(&r.body).expect("calls are JSON")
     }
 
-    /// Resets the call counts.
+    /// The emulator's log of AWS calls since the last reset, in arrival order.
+    pub async fn call_log(&self) -> Vec<Call> {
+        let r = super::get(&format!("{}/_ecslb/calls/log", self.endpoint)).await;
+        let v: serde_json::Value = serde_json::from_str(&r.body).expect("the call log is JSON");
+        assert_eq!(v["dropped"], 0, "the emulator's call log overflowed");
+        v["calls"]
+            .as_array()
+            .expect("calls is a list")
+            .iter()
+            .map(|c| Call {
+                t: c["t"].as_f64().expect("t is a number"),
+                action: c["action"].as_str().expect("action is a string").to_owned(),
+                status: c["status"]
+                    .as_u64()
+                    .and_then(|s| u16::try_from(s).ok())
+                    .expect("status is a number"),
+            })
+            .collect()
+    }
+
+    /// Resets the call counts (and the call log).
     pub async fn reset_calls(&self) {
         super::post(&format!("{}/_ecslb/calls/reset", self.endpoint)).await;
     }
@@ -172,6 +205,60 @@ impl Cluster {
             .expect("ListTasks");
         out.task_arns().to_vec()
     }
+
+    /// The ENI addresses of a service's running awsvpc tasks, every page of them
+    /// (these calls are counted by the emulator like any other).
+    pub async fn task_addresses(&self, service: &str) -> Vec<std::net::Ipv4Addr> {
+        let ecs = self.ecs();
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = ecs
+                .list_tasks()
+                .cluster("demo")
+                .service_name(service)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .expect("ListTasks");
+            arns.extend(page.task_arns().iter().cloned());
+            match page.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        let mut out = Vec::new();
+        for batch in arns.chunks(100) {
+            let described = ecs
+                .describe_tasks()
+                .cluster("demo")
+                .set_tasks(Some(batch.to_vec()))
+                .send()
+                .await
+                .expect("DescribeTasks");
+            for task in described.tasks() {
+                let ip: Option<std::net::Ipv4Addr> = task
+                    .attachments()
+                    .iter()
+                    .flat_map(|a| a.details())
+                    .find(|d| d.name() == Some("privateIPv4Address"))
+                    .and_then(|d| d.value()?.parse().ok());
+                out.extend(ip);
+            }
+        }
+        out
+    }
+}
+
+/// One AWS call as the emulator logged it (`GET /_ecslb/calls/log`).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// When the call reached the emulator, in seconds since the emulator started.
+    pub t: f64,
+    /// `Service.Action`, e.g. `ECS.ListTasks`.
+    pub action: String,
+    /// The HTTP status answered (0 while the call is in progress).
+    pub status: u16,
 }
 
 impl Drop for Cluster {
