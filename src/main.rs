@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use ecslb::config::{Action, Config, Discovery};
+use ecslb::config::{self, Action, Config, Discovery};
 
 // glibc malloc showed up at ~5% of CPU under load (per-request header maps, buffers).
 #[global_allocator]
@@ -189,13 +189,18 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 humantime::format_duration(m.refresh)
             ),
         };
+        let http = if g.protocol.is_http() {
+            format!(
+                " {:?}, response timeout {}",
+                g.protocol_version,
+                humantime::format_duration(g.response_timeout)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "target group {:?}: {:?} {:?}, {:?}, response timeout {}, {source}",
-            g.name,
-            g.protocol,
-            g.protocol_version,
-            g.algorithm,
-            humantime::format_duration(g.response_timeout),
+            "target group {:?}: {:?}{http}, {:?}, {source}",
+            g.name, g.protocol, g.algorithm,
         );
         if g.protocol.is_tls() {
             let t = &g.tls;
@@ -213,6 +218,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             println!("  sends a PROXY protocol v2 header to targets");
         }
         match &g.health_check {
+            Some(h) if h.protocol == config::HealthProtocol::Tcp => println!(
+                "  health check: Tcp connect every {} (timeout {}, healthy {}, unhealthy {})",
+                humantime::format_duration(h.interval),
+                humantime::format_duration(h.timeout),
+                h.healthy_threshold,
+                h.unhealthy_threshold,
+            ),
             Some(h) => println!(
                 "  health check: {:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
                 h.protocol,

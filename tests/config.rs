@@ -335,7 +335,12 @@ fn assert_check_prints_the_config(path: &Path) -> String {
     );
     for l in &config.listeners {
         assert!(
-            text.contains(&format!("listener {:?} http on {}", l.name, l.bind)),
+            text.contains(&format!(
+                "listener {:?} {} on {}",
+                l.name,
+                l.protocol.name(),
+                l.bind
+            )),
             "{text}"
         );
         for r in &l.rules {

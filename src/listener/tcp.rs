@@ -314,7 +314,8 @@ mod splice {
 
     use super::Activity;
 
-    /// Pipe capacity asked for: fewer, larger moves than the default 64 KiB.
+    /// Pipe capacity asked for. Measured with iperf3 on loopback (benches/l4_tls.sh):
+    /// 64 KiB (the default) 14-16 Gbit/s, 256 KiB 18-19, 1 MiB 17.
     const PIPE_SIZE: usize = 256 * 1024;
 
     /// One pipe per direction.
@@ -364,6 +365,11 @@ mod splice {
     }
 
     /// Moves bytes from `from` to `to` until `from` ends, then shuts `to` for writing.
+    ///
+    /// Reading and writing overlap: while the pipe has room, bytes keep coming in from
+    /// `from` even as earlier ones wait for `to`. A read that would block is taken as
+    /// "nothing to read" only when the pipe is empty (a pipe can run out of slots
+    /// before bytes); otherwise the loop waits for `to` to drain it.
     async fn one_way(
         from: &TcpStream,
         to: &TcpStream,
@@ -371,43 +377,65 @@ mod splice {
         activity: &Activity,
     ) -> io::Result<()> {
         let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+        let mut in_pipe = 0;
+        let mut ended = false;
         loop {
-            // The pipe is empty here, so "would block" can only mean `from` has nothing.
-            let filled = loop {
-                from.readable().await?;
-                match from.try_io(Interest::READABLE, || {
-                    Ok(rustix::pipe::splice(
-                        from,
-                        None,
-                        &pipe.write,
-                        None,
-                        pipe.size,
-                        flags,
-                    )?)
-                }) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            let mut moved = false;
+            if !ended && in_pipe < pipe.size {
+                let room = pipe.size - in_pipe;
+                let read = if in_pipe == 0 {
+                    // Would block here can only mean `from` has nothing: let tokio
+                    // clear its readiness.
+                    from.try_io(Interest::READABLE, || {
+                        Ok(rustix::pipe::splice(
+                            from,
+                            None,
+                            &pipe.write,
+                            None,
+                            room,
+                            flags,
+                        )?)
+                    })
+                } else {
+                    rustix::pipe::splice(from, None, &pipe.write, None, room, flags)
+                        .map_err(io::Error::from)
+                };
+                match read {
+                    Ok(0) => ended = true,
+                    Ok(n) => {
+                        in_pipe += n;
+                        activity.touch(n);
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
-            };
-            if filled == 0 {
+            }
+            if in_pipe > 0 {
+                match to.try_io(Interest::WRITABLE, || {
+                    Ok(rustix::pipe::splice(
+                        &pipe.read, None, to, None, in_pipe, flags,
+                    )?)
+                }) {
+                    Ok(n) => {
+                        in_pipe -= n;
+                        moved = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if ended && in_pipe == 0 {
                 // Half-close: the peer may still send the other way. A socket already
                 // gone returns ENOTCONN here, which changes nothing.
                 let _ = rustix::net::shutdown(to, Shutdown::Write);
                 return Ok(());
             }
-            activity.touch(filled);
-            let mut left = filled;
-            while left > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || {
-                    Ok(rustix::pipe::splice(
-                        &pipe.read, None, to, None, left, flags,
-                    )?)
-                }) {
-                    Ok(n) => left -= n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+            if !moved {
+                if in_pipe > 0 {
+                    to.writable().await?;
+                } else {
+                    from.readable().await?;
                 }
             }
         }

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# benches/l4_tls.sh - L4 bulk throughput and TLS termination, side by side.
+#
+# L4: iperf3 (client and server on core 1) straight to its server ("direct"),
+#     through ecslb's tcp listener (splice) and through HAProxy `mode tcp` with
+#     splice-auto, each proxy with one thread pinned to core 0. Reports Gbit/s and
+#     the proxy's CPU use.
+# TLS: ecslb's https listener and nginx (`listen ssl`), one worker each on core 0,
+#     same ECDSA P-256 certificate, in front of the three nginx backends of
+#     benches/load/ (core 1). wrk (core 1) measures HTTPS keep-alive requests/s,
+#     and handshakes/s (`Connection: close`: each request is a new TLS connection).
+#
+# Environment:
+#   DURATION=10      seconds per measurement
+#   CONNECTIONS=50   wrk connections
+#   PARTS="l4 tls"   which parts to run
+#   ECSLB_BIN=path   use this binary; skip `cargo build --release`
+#   KEEP_TMP=1       keep the temp dir
+#
+# All traffic stays on 127.0.0.1; every run has a time limit.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TPL_DIR="$ROOT/benches/l4tls"
+OUT_DIR="$ROOT/benches/out"
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-50}
+PARTS=${PARTS:-"l4 tls"}
+READY_TIMEOUT=${READY_TIMEOUT:-15}
+KEEP_TMP=${KEEP_TMP:-0}
+LOG_TAG=l4_tls
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+
+for v in DURATION CONNECTIONS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+install_missing nginx haproxy wrk curl python3 taskset setsid iperf3 openssl
+build_ecslb
+make_workdir l4tls
+read -r P1 P2 P3 IPERF_PORT E_TCP H_TCP E_TLS N_TLS <<<"$(free_ports 8)"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
+    -keyout "$WORK/bench.key" -out "$WORK/bench.pem" 2>/dev/null
+chmod 644 "$WORK/bench.key"
+
+PORTS=(TCP_PORT="$E_TCP" TLS_PORT="$E_TLS" IPERF_PORT="$IPERF_PORT")
+mkdir -p "$WORK/ecslb"
+render "$TPL_DIR/ecslb.toml.tmpl" "$WORK/ecslb/ecslb.toml" "$WORK" 0 "${PORTS[@]}"
+
+# cpu_ticks PID : user+system clock ticks the process has used.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
+
+start_ecslb() {
+    RUST_LOG=${RUST_LOG:-warn} start_bg "$WORK/ecslb/stdout.log" \
+        taskset -c 0 "$ECSLB_BIN" run -c "$WORK/ecslb/ecslb.toml" --workers 1
+    ECSLB_PID=$LAST_PID
+    local deadline=$((SECONDS + READY_TIMEOUT))
+    until grep -q "ecslb started" "$WORK/ecslb/stdout.log" 2>/dev/null; do
+        is_alive "$ECSLB_PID" || { tail "$WORK/ecslb/stdout.log" >&2; die "ecslb exited"; }
+        ((SECONDS < deadline)) || die "ecslb not ready"
+        sleep 0.2
+    done
+}
+
+REPORT=()
+
+# --------------------------------------------------------------------------
+# L4 bulk throughput
+# --------------------------------------------------------------------------
+# iperf PORT PID|- : Gbit/s received, and the CPU% of PID over the run.
+iperf() {
+    local port=$1 pid=$2 before=0 after=0 out="$WORK/iperf-$1.json" rc=0
+    [[ $pid != - ]] && before=$(cpu_ticks "$pid")
+    start_bg "$out.log" timeout -k 5 $((DURATION + 30)) taskset -c 1 \
+        iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -J --logfile "$out"
+    wait "$LAST_PID" || rc=$?
+    forget_pid "$LAST_PID"
+    ((rc == 0)) || { cat "$out" >&2; die "iperf3 through port $port failed"; }
+    [[ $pid != - ]] && after=$(cpu_ticks "$pid")
+    python3 - "$out" "$((after - before))" "$TICKS" "$DURATION" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+gbits = r["end"]["sum_received"]["bits_per_second"] / 1e9
+ticks, hz, secs = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cpu = "-" if ticks == 0 else f"{100 * ticks / hz / secs:.0f}%"
+print(f"{gbits:.2f} {cpu}")
+PY
+}
+
+if part l4; then
+    install_missing iperf3
+    start_bg "$WORK/iperf-server.log" taskset -c 1 iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
+    sleep 0.5
+    start_ecslb
+    mkdir -p "$WORK/haproxy"
+    render "$TPL_DIR/haproxy.cfg.tmpl" "$WORK/haproxy/haproxy.cfg" "$WORK/haproxy" 0 \
+        TCP_PORT="$H_TCP" IPERF_PORT="$IPERF_PORT"
+    start_bg "$WORK/haproxy/stdout.log" taskset -c 0 haproxy -db -f "$WORK/haproxy/haproxy.cfg"
+    HAPROXY_PID=$LAST_PID
+    sleep 0.5
+    log "L4: iperf3 ${DURATION}s each: direct, ecslb, haproxy"
+    read -r direct _ <<<"$(iperf "$IPERF_PORT" -)"
+    read -r ecslb ecslb_cpu <<<"$(iperf "$E_TCP" "$ECSLB_PID")"
+    read -r haproxy haproxy_cpu <<<"$(iperf "$H_TCP" "$HAPROXY_PID")"
+    pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
+    REPORT+=("L4 bulk throughput (iperf3, 1 stream, ${DURATION}s)"
+        "  direct     $direct Gbit/s"
+        "  ecslb      $ecslb Gbit/s  ($(pct "$ecslb" "$direct") of direct, proxy CPU $ecslb_cpu)"
+        "  haproxy    $haproxy Gbit/s  ($(pct "$haproxy" "$direct") of direct, proxy CPU $haproxy_cpu)"
+        "")
+    stop_pid "$HAPROXY_PID"
+    stop_pid "$ECSLB_PID"
+fi
+
+# --------------------------------------------------------------------------
+# TLS termination
+# --------------------------------------------------------------------------
+# wrk_rps URL [wrk args] : requests/s and p99 (ms) of a wrk run on core 1.
+wrk_rps() {
+    local url=$1 out="$WORK/wrk-$RANDOM.txt" rc=0
+    shift
+    start_bg "$out" timeout -k 5 $((DURATION + 30)) taskset -c 1 \
+        wrk -t1 -c"$CONNECTIONS" -d"$DURATION"s --latency "$@" "$url"
+    wait "$LAST_PID" || rc=$?
+    forget_pid "$LAST_PID"
+    ((rc == 0)) || { cat "$out" >&2; die "wrk $url failed"; }
+    local rps p99 errors
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    errors=$(awk '/Non-2xx|Socket errors/ { print }' "$out" | tr '\n' ' ')
+    echo "$rps $p99 ${errors:-none}"
+}
+
+if part tls; then
+    start_backends
+    start_ecslb
+    mkdir -p "$WORK/nginx"
+    cp "$WORK/bench.pem" "$WORK/bench.key" "$WORK/nginx/"
+    render "$TPL_DIR/nginx.conf.tmpl" "$WORK/nginx/nginx.conf" "$WORK/nginx" 0 TLS_PORT="$N_TLS"
+    start_nginx "$WORK/nginx" 0
+    NGINX_PID=$LAST_PID
+    sleep 0.5
+    for port in "$E_TLS" "$N_TLS"; do
+        curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer on $port"
+    done
+    REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256)"
+        "  proxy      keep-alive req/s   p99 ms   handshakes/s (Connection: close)   p99 ms")
+    for name in ecslb nginx; do
+        if [[ $name == ecslb ]]; then port=$E_TLS; else port=$N_TLS; fi
+        log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s"
+        read -r ka ka99 ka_err <<<"$(wrk_rps "https://127.0.0.1:$port/")"
+        read -r hs hs99 hs_err <<<"$(wrk_rps "https://127.0.0.1:$port/" -H "Connection: close")"
+        REPORT+=("$(printf '  %-8s %14s %10s %20s %20s' "$name" "$ka" "$ka99" "$hs" "$hs99")")
+        [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
+    done
+    REPORT+=("")
+    stop_pid "$NGINX_PID"
+    stop_pid "$ECSLB_PID"
+fi
+
+mkdir -p "$OUT_DIR"
+OUT="$OUT_DIR/l4_tls-$(date +%Y%m%d-%H%M%S).txt"
+{
+    echo "ecslb $("$ECSLB_BIN" --version 2>/dev/null || true); $(haproxy -v 2>/dev/null | head -1); $(nginx -v 2>&1); $(iperf3 --version | head -1)"
+    echo
+    printf '%s\n' "${REPORT[@]}"
+} | tee "$OUT"
+log "written to $OUT"
