@@ -121,20 +121,24 @@ fi
 # --------------------------------------------------------------------------
 # TLS termination
 # --------------------------------------------------------------------------
-# wrk_rps URL [wrk args] : requests/s and p99 (ms) of a wrk run on core 1.
+# wrk_rps PID URL [wrk args] : requests/s, p99 (ms) and the CPU use of PID during
+# a wrk run on core 1.
 wrk_rps() {
-    local url=$1 out="$WORK/wrk-$RANDOM.txt" rc=0
-    shift
+    local pid=$1 url=$2 out="$WORK/wrk-$RANDOM.txt" rc=0 before after
+    shift 2
+    before=$(cpu_ticks "$pid")
     start_bg "$out" timeout -k 5 $((DURATION + 30)) taskset -c 1 \
         wrk -t1 -c"$CONNECTIONS" -d"$DURATION"s --latency "$@" "$url"
     wait "$LAST_PID" || rc=$?
     forget_pid "$LAST_PID"
     ((rc == 0)) || { cat "$out" >&2; die "wrk $url failed"; }
-    local rps p99 errors
+    after=$(cpu_ticks "$pid")
+    local rps p99 errors cpu
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    cpu=$(awk -v t=$((after - before)) -v hz="$TICKS" -v s="$DURATION" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }')
     errors=$(awk '/Non-2xx|Socket errors/ { print }' "$out" | tr '\n' ' ')
-    echo "$rps $p99 ${errors:-none}"
+    echo "$rps $p99 $cpu ${errors:-none}"
 }
 
 if part tls; then
@@ -149,14 +153,17 @@ if part tls; then
     for port in "$E_TLS" "$N_TLS"; do
         curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer on $port"
     done
-    REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256)"
-        "  proxy      keep-alive req/s   p99 ms   handshakes/s (Connection: close)   p99 ms")
+    REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256; CPU: the proxy's, of its one core)"
+        "  proxy     keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second")
     for name in ecslb nginx; do
-        if [[ $name == ecslb ]]; then port=$E_TLS; else port=$N_TLS; fi
+        if [[ $name == ecslb ]]; then port=$E_TLS pid=$ECSLB_PID; else port=$N_TLS pid=$NGINX_PID; fi
+        # nginx's worker is a child of the master we started.
+        [[ $name == nginx ]] && pid=$(pgrep -P "$NGINX_PID" | head -1)
         log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s"
-        read -r ka ka99 ka_err <<<"$(wrk_rps "https://127.0.0.1:$port/")"
-        read -r hs hs99 hs_err <<<"$(wrk_rps "https://127.0.0.1:$port/" -H "Connection: close")"
-        REPORT+=("$(printf '  %-8s %14s %10s %20s %20s' "$name" "$ka" "$ka99" "$hs" "$hs99")")
+        read -r ka ka99 kacpu ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
+        read -r hs hs99 hscpu hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
+        per_cpu=$(awk -v r="$hs" -v c="${hscpu%\%}" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
+        REPORT+=("$(printf '  %-8s %16s %7s %6s %14s %7s %6s %12s' "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu")")
         [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
     done
     REPORT+=("")
