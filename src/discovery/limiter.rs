@@ -25,24 +25,24 @@ impl Limiter {
         }
     }
 
-    /// Waits until a call may be made.
+    /// Waits until a call may be made. Callers are served in the order they arrive:
+    /// each takes its token at once, the balance going negative when the bucket is
+    /// empty, and sleeps until the bucket has refilled to it. (Waiters that polled
+    /// again for a free token would let one busy group starve the others.)
     pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let (tokens, last) = *state;
-                let tokens =
-                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-                if tokens >= 1.0 {
-                    *state = (tokens - 1.0, now);
-                    return;
-                }
-                *state = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
-        }
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (tokens, last) = *state;
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst) - 1.0;
+            *state = (tokens, now);
+            if tokens >= 0.0 {
+                return;
+            }
+            Duration::from_secs_f64(-tokens / self.rate)
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -68,6 +68,35 @@ mod tests {
         assert!(
             (9.9..=10.1).contains(&elapsed),
             "200 more at 20/s take 10 s, took {elapsed}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_share_a_saturated_bucket_fairly() {
+        let limiter = std::sync::Arc::new(Limiter::new(10.0, 1.0));
+        let counts: Vec<_> = (0..3)
+            .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+            .collect();
+        for count in &counts {
+            let (limiter, count) = (limiter.clone(), count.clone());
+            tokio::spawn(async move {
+                loop {
+                    limiter.acquire().await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let counts: Vec<usize> = counts
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        let total: usize = counts.iter().sum();
+        assert!((300..=302).contains(&total), "10/s for 30 s: {counts:?}");
+        let (min, max) = (counts.iter().min(), counts.iter().max());
+        assert!(
+            max.zip(min).is_some_and(|(max, min)| max - min <= 2),
+            "each caller gets its turn: {counts:?}"
         );
     }
 }
