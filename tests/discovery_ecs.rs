@@ -289,6 +289,36 @@ async fn an_ecs_outage_keeps_the_last_targets_and_updates_resume_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_ecs_endpoint_keeps_the_targets_and_updates_resume_after() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let gate = support::moto::Gate::open(&cluster).await;
+    let binary = start_binary_with_env(config(WEB, CHECKS), &gate.env(&cluster)).await;
+    wait_for_tasks(&binary, 3).await;
+    // The endpoint goes away (connections refused) for many refreshes, with requests
+    // flowing throughout: none fails and the targets stay.
+    gate.close().await;
+    let failed = r#"ecslb_discovery_refresh_total{target_group="g",result="failure"}"#;
+    let started = tokio::time::Instant::now();
+    let mut requests = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(answering(&binary, 10).await.len(), 3);
+        requests += 10;
+    }
+    let metrics = get(&binary.admin_url("/metrics")).await.body;
+    assert!(
+        metrics.contains(failed),
+        "discovery failed while the endpoint was gone"
+    );
+    assert_eq!(targets(&binary).await.len(), 3);
+    // Meanwhile the service grew; once the endpoint is back, ecslb sees it.
+    cluster.scale("web", 4).await;
+    gate.reopen().await;
+    wait_for_tasks(&binary, 4).await;
+    assert!(requests >= 100, "{requests} requests during the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_cluster_costs_one_list_tasks_per_refresh_and_no_describe() {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start();

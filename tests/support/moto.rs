@@ -269,3 +269,78 @@ impl Drop for Cluster {
         let _ = self.emulator.wait();
     }
 }
+
+/// A TCP door between ecslb and the emulator: closing it makes the emulator
+/// unreachable to ecslb (new connections refused, open ones cut), as if it had
+/// stopped, while the emulator keeps its state; reopening it on the same port lets
+/// ecslb back in.
+pub struct Gate {
+    /// The endpoint to give ecslb (`AWS_ENDPOINT_URL`).
+    pub endpoint: String,
+    addr: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    forwarding: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Gate {
+    /// An open gate in front of `cluster`.
+    pub async fn open(cluster: &Cluster) -> Gate {
+        let upstream = cluster
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the emulator endpoint is http://ip:port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Gate {
+            endpoint: format!("http://{addr}"),
+            addr,
+            upstream,
+            forwarding: std::sync::Mutex::new(None),
+        };
+        gate.forward(listener);
+        gate
+    }
+
+    fn forward(&self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream;
+        let task = tokio::spawn(async move {
+            // Owned here: aborting this task cuts every open connection too.
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut client, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        *self.forwarding.lock().unwrap() = Some(task);
+    }
+
+    /// Closes the gate: the port refuses connections and open ones are cut.
+    pub async fn close(&self) {
+        let task = self.forwarding.lock().unwrap().take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Opens the gate again on the same port.
+    pub async fn reopen(&self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.forward(listener);
+    }
+
+    /// [`Cluster::env`] with the endpoint through this gate.
+    pub fn env(&self, cluster: &Cluster) -> Vec<(&'static str, String)> {
+        let mut env = cluster.env();
+        for (k, v) in &mut env {
+            if *k == "AWS_ENDPOINT_URL" {
+                *v = self.endpoint.clone();
+            }
+        }
+        env
+    }
+}
