@@ -538,3 +538,49 @@ async fn tcp_groups_are_health_checked_by_connecting() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn tls_target_groups_get_a_new_verified_tls_connection() {
+    let dir = TempDir::new();
+    let ca = Ca::new("internal ca");
+    let ca_file = ca.write(&dir.0, "ca.pem").display().to_string();
+    let https = support::tls::tls_backend(&ca.issue(&["db.internal"]), "behind-tls").await;
+    let config = |extra: &str| {
+        format!(
+            r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "l4"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+protocol = "tls"
+tls = {{ ca = {ca_file:?}{extra} }}
+discovery = {{ static = ["{}"] }}
+"#,
+            https.addr
+        )
+    };
+    // Plain HTTP in, TLS (verified against the group's CA and name) out.
+    let proxy = start_proxy(&config(", server_name = \"db.internal\"")).await;
+    let mut s = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let reply =
+        support::raw_exchange_on(&mut s, b"GET / HTTP/1.1\r\nHost: db.internal\r\n\r\n").await;
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"behind-tls"[..])
+    );
+    // A name the certificate does not carry: the handshake fails, the client is closed.
+    let proxy = start_proxy(&config(", server_name = \"other.internal\"")).await;
+    let mut s = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: db.internal\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
