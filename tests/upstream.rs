@@ -1,6 +1,7 @@
 //! Upstream connections: pooled keep-alive connections to targets are reused across
 //! requests, one per concurrent request, and a connection the target closed while idle
-//! is replaced without failing a request.
+//! is replaced without failing a request; every response framing arrives whole, and
+//! bad framing gets 502.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -100,4 +101,113 @@ async fn connections_the_target_closes_are_replaced_without_failing_requests() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 20);
     proxy.stop().await;
+}
+
+/// A target that answers every request on a connection with `reply` (raw bytes), then
+/// closes the connection when `close` is set; counts its connections.
+async fn scripted_target(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if stream.write_all(reply).await.is_err() {
+                            return;
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn every_response_framing_arrives_whole() {
+    let cases: [(&str, &'static [u8], bool, &str); 5] = [
+        ("content-length", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, "hello"),
+        (
+            "chunked with an extension and trailers",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nhel\r\n2\r\nlo\r\n0\r\nX-Sum: 1\r\n\r\n",
+            false,
+            "hello",
+        ),
+        ("to the end of the connection", b"HTTP/1.1 200 OK\r\n\r\nhello", true, "hello"),
+        (
+            "after 100 Continue and 103 Early Hints",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            false,
+            "hello",
+        ),
+        ("HTTP/1.0 with a length", b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", true, "hello"),
+    ];
+    for (what, reply, close, body) in cases {
+        let (target, connections) = scripted_target(reply, close).await;
+        let proxy = start_proxy(&config(target)).await;
+        for i in 0..3 {
+            let r = get(&proxy.url("/")).await;
+            assert_eq!(
+                (r.status.as_u16(), r.body.as_str()),
+                (200, body),
+                "{what}, request {i}"
+            );
+        }
+        let opened = connections.load(Ordering::SeqCst);
+        // Connections end after close-delimited and HTTP/1.0 answers; others are reused.
+        let want = if close { 3 } else { 1 };
+        assert_eq!(opened, want, "{what}: connections opened");
+    }
+}
+
+#[tokio::test]
+async fn responses_with_bad_framing_get_502() {
+    for (what, reply) in [
+        (
+            "conflicting lengths",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        ),
+        (
+            "a 101 nobody asked for",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        ),
+        ("a bad status line", b"HTTP/1.1 2000 OK\r\n\r\n"),
+        ("a head cut short", b"HTTP/1.1 200 OK\r\nContent-Le"),
+    ] {
+        let (target, _) = scripted_target(reply, true).await;
+        let proxy = start_proxy(&config(target)).await;
+        let r = get(&proxy.url("/")).await;
+        assert_eq!(r.status.as_u16(), 502, "{what}: {r:?}");
+    }
+    // A body cut short after its head: the client's response ends in an error, not
+    // in a shorter body that looks complete.
+    let (target, _) =
+        scripted_target(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", true).await;
+    let proxy = start_proxy(&config(target)).await;
+    let (reply, closed) = raw(
+        proxy.addrs[0],
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(closed && body.len() < 10, "closed: {closed}, {reply:?}");
 }

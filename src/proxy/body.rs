@@ -6,17 +6,16 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::target::InFlight;
-use crate::upstream::Reusable;
+use crate::upstream::{ResponseBody, Reusable};
 
 /// A response body.
 #[derive(Debug)]
 pub enum Body {
     /// Streamed from a target; the request counts as in flight until the body ends,
     /// and then the connection goes back to the target's pool.
-    Target(Incoming, Tail),
+    Target(ResponseBody, Tail),
     /// Made by the proxy (errors, redirects, fixed responses).
     Full(Option<Bytes>),
 }
@@ -78,12 +77,12 @@ impl Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Body::Target(body, tail) => {
                 let polled = Pin::new(body).poll_frame(cx);

@@ -208,7 +208,7 @@ impl Proxy {
         }
 
         let started = counting.map(|_| Instant::now());
-        let sent = forwarding.group.upstream.send(&target, req);
+        let sent = forwarding.group.upstream.send(&target, req, upgrade);
         let outcome = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(e)) => Err(Error::from_upstream(e)),
@@ -405,7 +405,7 @@ fn sticky_target<'g>(
     group.balancer.pick_addr(addr)
 }
 
-fn set_sticky_cookies(resp: &mut Response<Incoming>, f: &Forwarding) {
+fn set_sticky_cookies(resp: &mut Response<crate::upstream::ResponseBody>, f: &Forwarding) {
     let target = f.in_flight.target().addr;
     let cookie = match &f.group.config.stickiness {
         Some(Stickiness::LbCookie { duration }) => {

@@ -1,10 +1,13 @@
-//! Outbound: keep-alive connections to targets, HTTP/1.1 or HTTP/2 (prior knowledge).
+//! Outbound: keep-alive connections to targets, HTTP/1.1 or HTTP/2 (prior knowledge),
+//! in clear text or TLS. Requests without a body to clear-text HTTP/1.1 targets (most
+//! traffic) take the lean client in [`h1`]; the others take hyper's.
 //!
 //! Each [`Target`] carries its own [`Pool`], so taking a connection is a pop from that
 //! target's idle list (no shared map keyed by address, no hashing per request), and the
 //! pool survives reloads along with the target. A [`Client`] holds only a target group's
 //! connection settings.
 
+mod h1;
 mod tls;
 
 pub use tls::Conn;
@@ -55,6 +58,9 @@ pub enum Error {
     /// The target reset the connection or answered with something that is not HTTP.
     #[error("target failed the request")]
     Request(#[source] hyper::Error),
+    /// The same, on the lean HTTP/1.1 path.
+    #[error("target failed the request")]
+    Lean(#[source] h1::Error),
 }
 
 impl Error {
@@ -72,6 +78,8 @@ impl Error {
 pub struct Pool {
     http1: Mutex<Vec<http1::SendRequest<Incoming>>>,
     http2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    /// Idle connections of the lean HTTP/1.1 path.
+    lean: Mutex<Vec<h1::Conn>>,
 }
 
 impl Pool {
@@ -79,9 +87,59 @@ impl Pool {
         self.http1.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
+    fn take_lean(&self) -> Option<h1::Conn> {
+        self.lean.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn release_lean(&self, conn: h1::Conn) {
+        let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_TARGET {
+            idle.push(conn);
+        }
+    }
+
     /// Idle HTTP/1.1 connections.
     pub fn idle(&self) -> usize {
         self.http1.lock().unwrap_or_else(|p| p.into_inner()).len()
+            + self.lean.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A target's response body: from hyper's client, or from the lean HTTP/1.1 path.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// hyper's.
+    Hyper(Incoming),
+    /// The lean path's.
+    Lean(h1::Body),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Lean(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Hyper(b) => b.is_end_stream(),
+            ResponseBody::Lean(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::Hyper(b) => b.size_hint(),
+            ResponseBody::Lean(b) => b.size_hint(),
+        }
     }
 }
 
@@ -140,17 +198,60 @@ impl Client {
     }
 
     /// Sends `req` to `target` on a pooled connection (or a new one). HTTP/1.1 requests
-    /// need an origin-form URI, HTTP/2 ones an absolute URI. For HTTP/1.1 the connection
-    /// comes back as a [`Reusable`], to release when the response body is done.
+    /// need an origin-form URI, HTTP/2 ones an absolute URI. For HTTP/1.1 on hyper's
+    /// client the connection comes back as a [`Reusable`], to release when the
+    /// response body is done; the lean path's body releases its own. `upgrade`: the
+    /// request asks for a protocol upgrade (hyper's client carries those).
     pub async fn send(
         &self,
         target: &Arc<Target>,
         req: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
+        upgrade: bool,
+    ) -> Result<(Response<ResponseBody>, Option<Reusable>), Error> {
+        use http_body::Body as _;
+        let hyper = |(resp, reuse): (Response<Incoming>, Option<Reusable>)| {
+            (resp.map(ResponseBody::Hyper), reuse)
+        };
         match self.version {
-            ProtocolVersion::Http1 => self.send_http1(target, req).await,
-            ProtocolVersion::Http2 => self.send_http2(target, req).await.map(|r| (r, None)),
+            ProtocolVersion::Http1
+                if self.tls.is_none() && !upgrade && req.body().is_end_stream() =>
+            {
+                self.send_lean(target, req).await.map(|r| (r, None))
+            }
+            ProtocolVersion::Http1 => self.send_http1(target, req).await.map(hyper),
+            ProtocolVersion::Http2 => self.send_http2(target, req).await.map(|r| hyper((r, None))),
         }
+    }
+
+    /// The lean path (no request body, clear text): a pooled connection if one is
+    /// still open, else a new one. A pooled connection that closes before answering
+    /// (the target's keep-alive timeout raced the request) is replaced, for methods
+    /// that may be repeated.
+    async fn send_lean(
+        &self,
+        target: &Arc<Target>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let repeatable = h1::retryable(req.method());
+        while let Some(conn) = target.pool.take_lean() {
+            if !conn.is_usable() {
+                continue;
+            }
+            match h1::send(conn, &req, target).await {
+                Ok(resp) => return Ok(resp.map(ResponseBody::Lean)),
+                Err(h1::Error::Closed) if repeatable => continue,
+                Err(e) => return Err(Error::Lean(e)),
+            }
+        }
+        let Conn::Plain(stream) = self.connect(target.addr).await? else {
+            return Err(Error::Tls(io::Error::other(
+                "the lean path is for clear-text targets",
+            )));
+        };
+        h1::send(h1::Conn::new(stream), &req, target)
+            .await
+            .map(|resp| resp.map(ResponseBody::Lean))
+            .map_err(Error::Lean)
     }
 
     async fn send_http1(
