@@ -1,6 +1,6 @@
 //! Outbound: keep-alive connections to targets, HTTP/1.1 or HTTP/2 (prior knowledge),
 //! in clear text or TLS. Requests without a body to clear-text HTTP/1.1 targets (most
-//! traffic) take the lean client in [`h1`]; the others take hyper's.
+//! traffic) take the lean client of `upstream/h1.rs`; the others take hyper's.
 //!
 //! Each [`Target`] carries its own [`Pool`], so taking a connection is a pop from that
 //! target's idle list (no shared map keyed by address, no hashing per request), and the
