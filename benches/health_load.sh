@@ -37,71 +37,14 @@ KEEP_TMP=${KEEP_TMP:-0}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1200}
 READY_TIMEOUT=15
 
-export PATH="$PATH:/usr/sbin:/sbin"
-
-log() { printf '[health-load] %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+LOG_TAG=health-load
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 for v in TARGETS INTERVAL DURATION HEALTHY_TIMEOUT BASE_PORT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $SETTLE =~ ^[0-9]+$ ]] || die "SETTLE must be a non-negative integer (got '$SETTLE')"
-
-# --------------------------------------------------------------------------
-# Process bookkeeping and cleanup (each process in its own session).
-# --------------------------------------------------------------------------
-PIDS=()
-WORK=""
-
-is_alive() {
-    local state
-    [[ -r /proc/$1/stat ]] || return 1
-    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
-
-stop_pid() {
-    local pid=$1 i
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        is_alive "$pid" || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local p
-    for p in "${PIDS[@]}"; do stop_pid "$p"; done
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ $KEEP_TMP == 1 ]]; then
-            log "kept temp dir $WORK"
-        else
-            rm -rf -- "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
-
-# start_bg LOGFILE CMD... : start CMD in its own session; pid in LAST_PID.
-LAST_PID=""
-start_bg() {
-    local logfile=$1
-    shift
-    setsid "$@" >"$logfile" 2>&1 </dev/null &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
 
 # pause SECONDS : sleep, but let INT/TERM traps run at once.
 pause() {
@@ -112,24 +55,7 @@ pause() {
 # --------------------------------------------------------------------------
 # 1. Tools and ecslb binary
 # --------------------------------------------------------------------------
-declare -A PKG_OF=([nginx]=nginx [curl]=curl [python3]=python3 [setsid]=util-linux
-    [getconf]=libc-bin)
-missing=()
-for c in nginx curl python3 setsid getconf; do
-    command -v "$c" >/dev/null 2>&1 || missing+=("${PKG_OF[$c]}")
-done
-if ((${#missing[@]} > 0)); then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-        log "installing: ${missing[*]}"
-        timeout 600 apt-get update
-        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "${missing[@]}"
-    else
-        log "missing tools; please install them first, e.g.:"
-        log "  sudo apt-get install -y ${missing[*]}"
-        exit 1
-    fi
-fi
+install_missing nginx curl python3 setsid getconf
 
 PIN_ECSLB=() PIN_NGINX=()
 if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
@@ -355,14 +281,6 @@ TIME_TO_HEALTHY=$((SECONDS - start))
 # --------------------------------------------------------------------------
 HZ=$(getconf CLK_TCK)
 
-# cpu_ticks PID : utime + stime in clock ticks (fields 14, 15 of /proc/PID/stat).
-cpu_ticks() {
-    local stat rest f
-    stat=$(<"/proc/$1/stat")
-    rest=${stat##*) }    # comm may contain spaces; fields resume after ") "
-    read -r -a f <<<"$rest"
-    echo $((f[11] + f[12]))
-}
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 now_s() { date +%s.%N; }
 

@@ -52,8 +52,6 @@ PORTS=(TCP_PORT="$E_TCP" TLS_PORT="$E_TLS" IPERF_PORT="$IPERF_PORT")
 mkdir -p "$WORK/ecslb"
 render "$TPL_DIR/ecslb.toml.tmpl" "$WORK/ecslb/ecslb.toml" "$WORK" 0 "${PORTS[@]}"
 
-# cpu_ticks PID : user+system clock ticks the process has used.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICKS=$(getconf CLK_TCK)
 
 start_ecslb() {

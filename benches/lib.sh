@@ -79,7 +79,7 @@ start_bg() {
 # (as root), or say which to install.
 declare -A PKG_OF=([nginx]=nginx [haproxy]=haproxy [wrk]=wrk [curl]=curl
     [python3]=python3 [taskset]=util-linux [setsid]=util-linux [iperf3]=iperf3
-    [openssl]=openssl [h2load]=nghttp2-client)
+    [openssl]=openssl [h2load]=nghttp2-client [getconf]=libc-bin)
 install_missing() {
     local missing=() c
     for c in "$@"; do
@@ -109,6 +109,15 @@ build_ecslb() {
         log "build done: $ECSLB_BIN"
     fi
     [[ -x $ECSLB_BIN ]] || die "ECSLB_BIN '$ECSLB_BIN' is not executable"
+}
+
+# cpu_ticks PID : user+system clock ticks the process has used.
+cpu_ticks() {
+    local stat rest f
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }    # comm may contain spaces; fields resume after ") "
+    read -r -a f <<<"$rest"
+    echo $((f[11] + f[12]))
 }
 
 # make_workdir NAME : a temp dir in WORK (removed on exit unless KEEP_TMP=1).
