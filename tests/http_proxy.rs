@@ -447,6 +447,43 @@ async fn idle_client_connection_is_closed_after_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_request_head_trickled_in_is_cut_off_after_the_header_timeout() {
+    let b = backend("one").await;
+    // The header timeout is the idle timeout when that is shorter than 30 s.
+    let proxy = proxy_to(&b, "idle_timeout = \"400ms\"", "").await;
+    let mut slow = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut cut = None;
+    for byte in head {
+        // Bytes keep moving (never idle), but the head does not complete in time.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut probe = [0u8; 64];
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await,
+            Ok(Ok(0) | Err(_))
+        );
+        if closed || slow.write_all(&[*byte]).await.is_err() {
+            cut = Some(started.elapsed());
+            break;
+        }
+    }
+    let cut = cut.expect("the connection was closed before the head completed");
+    assert!(
+        cut >= Duration::from_millis(350) && cut < Duration::from_millis(1500),
+        "closed after {cut:?}"
+    );
+    assert_eq!(b.hits(), 0, "the partial request never reached the target");
+    // Heads that arrive in time, one after another on one connection, are served.
+    let mut fine = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    for _ in 0..3 {
+        // Each exchange also waits 300 ms for a close that does not come.
+        let reply = raw_exchange_on(&mut fine, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!((reply.status, reply.closed), (200, false));
+    }
+}
+
+#[tokio::test]
 async fn slow_in_flight_request_outlives_the_idle_timeout() {
     let b = backend("one").await;
     let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::idle::{watch_idle, Activity, IdleStream};
+use super::idle::{watch_http, Activity, IdleStream};
 use super::tls::Terminator;
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -145,9 +145,9 @@ impl Connection {
             service_fn(move |req: hyper::Request<Incoming>| {
                 let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
                 async move {
-                    activity.requests.fetch_add(1, Ordering::Relaxed);
+                    let req = activity.request_started(req);
                     let resp = proxy.handle(client, req).await;
-                    activity.requests.fetch_sub(1, Ordering::Relaxed);
+                    activity.request_ended();
                     Ok::<_, Infallible>(resp)
                 }
             })
@@ -162,7 +162,7 @@ impl Connection {
                     tracing::debug!(%client, error = %e, "client connection ended with an error");
                 }
             }
-            () = watch_idle(&activity, idle_timeout) => {
+            () = watch_http(&activity, idle_timeout) => {
                 tracing::debug!(%client, "closing idle client connection");
             }
         }
@@ -191,6 +191,8 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
+        // Request heads are timed by `watch_http` instead, without a timer per request.
+        .header_read_timeout(None)
         .keep_alive(true)
         // Room for a request line and headers at their limits; what exceeds the buffer
         // gets hyper's 431, what fits but exceeds a limit gets ours (414 or 431).

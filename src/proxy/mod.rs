@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::listener::idle::RequestBody;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 pub use body::{Body, Tail};
@@ -78,7 +78,7 @@ impl Proxy {
     }
 
     /// Handles one request from `client`; never fails: errors become responses.
-    pub async fn handle(&self, client: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, client: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
         let mut record = self.access_log.as_ref().map(|log| {
             let name = self.routes.load().listener(self.listener).name.clone();
             Record::new(log, &name, client, &req)
@@ -93,7 +93,7 @@ impl Proxy {
     async fn respond(
         &self,
         client: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         record: Option<&mut Record>,
     ) -> Response<Body> {
         let mut record = record;
@@ -118,7 +118,7 @@ impl Proxy {
     async fn serve(
         &self,
         client: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         mut record: Option<&mut Record>,
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
@@ -277,7 +277,7 @@ impl Proxy {
     /// protocol, hop-by-hop headers out, forwarding headers in.
     fn prepare(
         &self,
-        req: &mut Request<Incoming>,
+        req: &mut Request<RequestBody>,
         client: SocketAddr,
         target: &crate::target::Target,
         group: &routing::TargetGroup,

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+
+use crate::listener::idle::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -76,14 +78,14 @@ impl Error {
 /// Open connections to one target.
 #[derive(Debug, Default)]
 pub struct Pool {
-    http1: Mutex<Vec<http1::SendRequest<Incoming>>>,
-    http2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    http1: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    http2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Idle connections of the lean HTTP/1.1 path.
     lean: Mutex<Vec<h1::Conn>>,
 }
 
 impl Pool {
-    fn take_http1(&self) -> Option<http1::SendRequest<Incoming>> {
+    fn take_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
         self.http1.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
@@ -147,7 +149,7 @@ impl http_body::Body for ResponseBody {
 /// has been read to its end; dropped instead, the connection closes.
 #[derive(Debug)]
 pub struct Reusable {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     target: Arc<Target>,
 }
 
@@ -205,7 +207,7 @@ impl Client {
     pub async fn send(
         &self,
         target: &Arc<Target>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         upgrade: bool,
     ) -> Result<(Response<ResponseBody>, Option<Reusable>), Error> {
         use http_body::Body as _;
@@ -230,7 +232,7 @@ impl Client {
     async fn send_lean(
         &self,
         target: &Arc<Target>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, Error> {
         let repeatable = h1::retryable(req.method());
         while let Some(conn) = target.pool.take_lean() {
@@ -257,7 +259,7 @@ impl Client {
     async fn send_http1(
         &self,
         target: &Arc<Target>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
         while let Some(mut sender) = target.pool.take_http1() {
             // A connection the target closed while idle fails here, before the request
@@ -301,7 +303,7 @@ impl Client {
     async fn send_http2(
         &self,
         target: &Arc<Target>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Error> {
         let pooled = target
             .pool
