@@ -499,3 +499,46 @@ async fn outlier_detection_never_ejects_more_than_max_ejection_percent_of_the_gr
     assert_eq!(ejected().await, 2);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn probes_read_the_answer_and_close_cleanly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A target whose health answer has a 32 KiB body; after answering, it waits for
+    // the next request and tells a clean close (EOF) from a reset.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (clean, resets) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let (c, r) = (clean.clone(), resets.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (c, r) = (c.clone(), r.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = vec![b'x'; 32 * 1024];
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+                match s.read(&mut buf).await {
+                    Ok(0) => c.fetch_add(1, Ordering::SeqCst),
+                    _ => r.fetch_add(1, Ordering::SeqCst),
+                };
+            });
+        }
+    });
+    let proxy = start_proxy(&config(&[addr], &check(&[("interval", "\"100ms\"")]))).await;
+    eventually("five probes ended", async || {
+        clean.load(Ordering::SeqCst) + resets.load(Ordering::SeqCst) >= 5
+    })
+    .await;
+    assert_eq!(
+        resets.load(Ordering::SeqCst),
+        0,
+        "probe connections were reset"
+    );
+    drop(proxy);
+}

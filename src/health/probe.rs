@@ -19,6 +19,9 @@ use tokio_rustls::TlsConnector;
 use super::tracker::Failure;
 use crate::config::{HealthCheck, HealthProtocol};
 
+/// Response body bytes a probe reads before closing its connection.
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
 /// Probes `addr` once (the caller bounds it with the check's timeout).
 pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Failure> {
     let addr = SocketAddr::new(addr.ip(), check.port.unwrap_or(addr.port()));
@@ -69,6 +72,10 @@ where
             .await
             .map_err(|_| Failure::Connection)?;
         let status = resp.status().as_u16();
+        // Read the (small) body too: closing a connection with unread bytes resets
+        // it, and the target's server would log a connection reset every check.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_PROBE_BODY);
+        let _ = http_body_util::BodyExt::collect(body).await;
         if check.matcher.matches(status) {
             Ok(())
         } else {
