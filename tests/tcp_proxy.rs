@@ -160,6 +160,17 @@ fn l4_config(
     targets: &[SocketAddr],
     group_extra: &str,
 ) -> String {
+    l4_config_to("tcp", protocol, listener_extra, targets, group_extra)
+}
+
+/// One L4 listener of `protocol` forwarding to group `g` (of `group_protocol`).
+fn l4_config_to(
+    group_protocol: &str,
+    protocol: &str,
+    listener_extra: &str,
+    targets: &[SocketAddr],
+    group_extra: &str,
+) -> String {
     let targets: Vec<String> = targets.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"
@@ -174,7 +185,7 @@ default_action = {{ forward = "g" }}
 {listener_extra}
 
 [target_groups.g]
-protocol = "tcp"
+protocol = "{group_protocol}"
 discovery = {{ static = [{}] }}
 {group_extra}
 "#,
@@ -546,24 +557,8 @@ async fn tls_target_groups_get_a_new_verified_tls_connection() {
     let ca_file = ca.write(&dir.0, "ca.pem").display().to_string();
     let https = support::tls::tls_backend(&ca.issue(&["db.internal"]), "behind-tls").await;
     let config = |extra: &str| {
-        format!(
-            r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-name = "l4"
-bind = "127.0.0.1:0"
-protocol = "tcp"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-protocol = "tls"
-tls = {{ ca = {ca_file:?}{extra} }}
-discovery = {{ static = ["{}"] }}
-"#,
-            https.addr
-        )
+        let tls = format!("tls = {{ ca = {ca_file:?}{extra} }}");
+        l4_config_to("tls", "tcp", "", &[https.addr], &tls)
     };
     // Plain HTTP in, TLS (verified against the group's CA and name) out.
     let proxy = start_proxy(&config(", server_name = \"db.internal\"")).await;

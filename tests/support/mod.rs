@@ -194,27 +194,18 @@ pub fn serve_backend_with(
                     let (name, hits, last) = (name.clone(), hits.clone(), last.clone());
                     async move { Ok::<_, Infallible>(backend_response(&name, &hits, &last, req).await) }
                 });
+                let io: Box<dyn Io> = match tls {
+                    None => Box::new(stream),
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => Box::new(stream),
+                        Err(_) => return,
+                    },
+                };
                 let builder = auto::Builder::new(TokioExecutor::new());
-                match tls {
-                    None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        tokio::select! {
-                            _ = conn => {}
-                            () = stop.cancelled() => {}
-                        }
-                    }
-                    Some(acceptor) => {
-                        let Ok(stream) = acceptor.accept(stream).await else {
-                            return;
-                        };
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        tokio::select! {
-                            _ = conn => {}
-                            () = stop.cancelled() => {}
-                        }
-                    }
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                tokio::select! {
+                    _ = conn => {}
+                    () = stop.cancelled() => {}
                 }
             });
         }
@@ -227,6 +218,10 @@ pub fn serve_backend_with(
         stop,
     }
 }
+
+/// A backend's client connection: plain TCP or TLS over it.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
