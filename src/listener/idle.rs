@@ -230,10 +230,29 @@ pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// without completing (each to 1.5 × its timeout). Timing heads with the flags the
 /// stream sets anyway spares hyper's timer per request (about 5% of CPU).
 pub(crate) async fn watch_http(activity: &Activity, timeout: Duration) {
-    let header_timeout = timeout.min(HEADER_TIMEOUT);
+    watch(activity, timeout, true).await;
+}
+
+/// Resolves once the connection has been idle for `timeout` (to 1.5 × `timeout`).
+pub(crate) async fn watch_idle(activity: &Activity, timeout: Duration) {
+    watch(activity, timeout, false).await;
+}
+
+/// The watchdog of both: it looks every half of the shorter timeout and declares a
+/// condition after it held for a whole timeout's worth of looks.
+async fn watch(activity: &Activity, timeout: Duration, heads: bool) {
+    let header_timeout = if heads {
+        timeout.min(HEADER_TIMEOUT)
+    } else {
+        timeout
+    };
     let period = header_timeout / 2;
-    // Quiet looks that make the idle timeout (two when both timeouts are equal).
-    let idle_looks = (timeout.as_secs_f64() / period.as_secs_f64()).ceil() as u32;
+    // Quiet looks that make the idle timeout: two when both timeouts are equal.
+    let idle_looks = if header_timeout == timeout {
+        2
+    } else {
+        (timeout.as_secs_f64() / period.as_secs_f64()).ceil() as u32
+    };
     let (mut quiet, mut pending) = (0, 0);
     loop {
         tokio::time::sleep(period).await;
@@ -245,7 +264,7 @@ pub(crate) async fn watch_http(activity: &Activity, timeout: Duration) {
                 return;
             }
         }
-        if activity.head_pending() {
+        if heads && activity.head_pending() {
             pending += 1;
             if pending >= 2 {
                 tracing::debug!("closing a connection whose request head did not arrive in time");
@@ -253,23 +272,6 @@ pub(crate) async fn watch_http(activity: &Activity, timeout: Duration) {
             }
         } else {
             pending = 0;
-        }
-    }
-}
-
-/// Resolves once the connection has been idle for `timeout` (to 1.5 × `timeout`).
-pub(crate) async fn watch_idle(activity: &Activity, timeout: Duration) {
-    let period = timeout / 2;
-    let mut quiet = 0;
-    loop {
-        tokio::time::sleep(period).await;
-        if activity.busy_since_last_look() {
-            quiet = 0;
-        } else {
-            quiet += 1;
-            if quiet >= 2 {
-                return;
-            }
         }
     }
 }
