@@ -503,6 +503,31 @@ fn arrival_times(log: &[support::moto::Call]) -> Vec<f64> {
     times
 }
 
+/// A listener forwarding by weight to `forward` (a list of `{ group, weight }`), with
+/// `groups` and the AWS API limited to `rate` calls per second, bursts of `burst`.
+fn limited_config(
+    rate: f64,
+    burst: f64,
+    listener: SocketAddr,
+    admin: SocketAddr,
+    forward: &str,
+    groups: &str,
+) -> String {
+    format!(
+        r#"
+[aws]
+api_rate = {rate}
+api_burst = {burst}
+[admin]
+listen = "{admin}"
+[[listeners]]
+name = "web"
+bind = "{listener}"
+default_action = {{ forward = [{forward}] }}
+{groups}"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_start_of_1000_tasks_is_economical_and_held_to_the_rate_limit() {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -533,20 +558,7 @@ discovery = {{ ecs = {{ cluster = "demo", service = "fleet", container = "app", 
                 )
             })
             .collect();
-        format!(
-            r#"
-[aws]
-api_rate = {RATE}
-api_burst = {BURST}
-[admin]
-listen = "{admin}"
-[[listeners]]
-name = "web"
-bind = "{listener}"
-default_action = {{ forward = [{}] }}
-{groups}"#,
-            forward.join(", ")
-        )
+        limited_config(RATE, BURST, listener, admin, &forward.join(", "), &groups)
     };
     cluster.reset_calls().await;
     let started = std::time::Instant::now();
@@ -618,22 +630,18 @@ async fn cloud_map_and_ec2_calls_draw_on_the_same_limiter() {
     const RATE: f64 = 4.0;
     const BURST: f64 = 1.0;
     let config = |listener, admin| {
-        format!(
+        limited_config(
+            RATE,
+            BURST,
+            listener,
+            admin,
+            r#"{ group = "map", weight = 1 }, { group = "api", weight = 1 }"#,
             r#"
-[aws]
-api_rate = {RATE}
-api_burst = {BURST}
-[admin]
-listen = "{admin}"
-[[listeners]]
-name = "web"
-bind = "{listener}"
-default_action = {{ forward = [{{ group = "map", weight = 1 }}, {{ group = "api", weight = 1 }}] }}
 [target_groups.map]
-discovery = {{ cloud_map = {{ namespace = "local", service = "web", refresh = "100ms" }} }}
+discovery = { cloud_map = { namespace = "local", service = "web", refresh = "100ms" } }
 [target_groups.api]
-discovery = {{ ecs = {{ cluster = "demo", service = "api", container = "app", port = 8080, refresh = "100ms", full_refresh = "1h" }} }}
-"#
+discovery = { ecs = { cluster = "demo", service = "api", container = "app", port = 8080, refresh = "100ms", full_refresh = "1h" } }
+"#,
         )
     };
     cluster.reset_calls().await;
