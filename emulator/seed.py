@@ -65,6 +65,30 @@ def clients(endpoint: str, uncounted: bool = False) -> dict[str, Any]:
     return out
 
 
+def register_awsvpc_family(
+    ecs: Any, family: str, health_check: dict[str, Any] | None = None, tags: list[dict[str, str]] | None = None
+) -> None:
+    """A Fargate (awsvpc) task definition: container `app` of the demo web image on port 8080."""
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": "public.ecr.aws/ecslb/demo-web:latest",
+        "memory": 128,
+        "essential": True,
+        "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
+    }
+    if health_check:
+        container["healthCheck"] = health_check
+    ecs.register_task_definition(
+        family=family,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="256",
+        memory="512",
+        containerDefinitions=[container],
+        **({"tags": tags} if tags else {}),
+    )
+
+
 def seed(c: dict[str, Any], fleets: dict[str, int] | None = None) -> dict[str, Any]:
     ec2, ecs, sd = c["ec2"], c["ecs"], c["servicediscovery"]
     existing = ecs.describe_clusters(clusters=[CLUSTER])["clusters"]
@@ -111,25 +135,13 @@ def seed(c: dict[str, Any], fleets: dict[str, int] | None = None) -> dict[str, A
         )["containerInstance"]
         instances.append({"instanceId": inst["InstanceId"], "privateIp": ip, "containerInstanceArn": ci["containerInstanceArn"]})
 
-    ecs.register_task_definition(
-        family="web",
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="256",
-        memory="512",
-        containerDefinitions=[
-            {
-                "name": "app",
-                "image": "public.ecr.aws/ecslb/demo-web:latest",
-                "memory": 128,
-                "essential": True,
-                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
-                "healthCheck": {
-                    "command": ["CMD-SHELL", "curl -fs http://localhost:8080/ || exit 1"],
-                    "interval": 10, "timeout": 5, "retries": 3,
-                },
-            }
-        ],
+    register_awsvpc_family(
+        ecs,
+        "web",
+        health_check={
+            "command": ["CMD-SHELL", "curl -fs http://localhost:8080/ || exit 1"],
+            "interval": 10, "timeout": 5, "retries": 3,
+        },
     )
     ecs.register_task_definition(
         family="api",
@@ -178,23 +190,7 @@ def seed_fleets(ec2: Any, ecs: Any, vpc: str, sg: str, fleets: dict[str, int]) -
     """The fleet subnet, and one awsvpc service (and task definition family) per fleet."""
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=FLEET_CIDR, AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
     for name, count in fleets.items():
-        ecs.register_task_definition(
-            family=name,
-            networkMode="awsvpc",
-            requiresCompatibilities=["FARGATE"],
-            cpu="256",
-            memory="512",
-            containerDefinitions=[
-                {
-                    "name": "app",
-                    "image": "public.ecr.aws/ecslb/demo-web:latest",
-                    "memory": 128,
-                    "essential": True,
-                    "portMappings": [{"containerPort": 8080, "protocol": "tcp"}],
-                }
-            ],
-            tags=[{"key": FLEET_TAG, "value": name}],
-        )
+        register_awsvpc_family(ecs, name, tags=[{"key": FLEET_TAG, "value": name}])
         ecs.create_service(
             cluster=CLUSTER,
             serviceName=name,
