@@ -211,36 +211,24 @@ async fn relay(
     activity: &Arc<Activity>,
     idle_timeout: Duration,
 ) -> io::Result<()> {
-    match target {
-        #[cfg(target_os = "linux")]
+    #[cfg(target_os = "linux")]
+    let target = match target {
         Conn::Plain(target) => match splice::Pipes::new() {
             Ok(pipes) => {
-                tokio::select! {
+                return tokio::select! {
                     moved = pipes.relay(&client, &target, activity) => moved,
                     () = watch_idle(activity, idle_timeout) => Ok(()),
-                }
+                };
             }
             Err(e) => {
                 tracing::debug!(error = %e, "no pipe for splice; copying through buffers");
-                copy(
-                    IdleStream::new(client, Arc::clone(activity)),
-                    Conn::Plain(target),
-                    activity,
-                    idle_timeout,
-                )
-                .await
+                Conn::Plain(target)
             }
         },
-        target => {
-            copy(
-                IdleStream::new(client, Arc::clone(activity)),
-                target,
-                activity,
-                idle_timeout,
-            )
-            .await
-        }
-    }
+        tls => tls,
+    };
+    let client = IdleStream::new(client, Arc::clone(activity));
+    copy(client, target, activity, idle_timeout).await
 }
 
 /// Copies both ways through buffers (TLS on either side), with half-close.
