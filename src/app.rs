@@ -54,7 +54,7 @@ impl App {
             .map(|l| {
                 l.tls
                     .as_ref()
-                    .map(|tls| listener::tls::Terminator::new(tls).map(Arc::new))
+                    .map(|tls| listener::tls::Terminator::new(&l.name, tls).map(Arc::new))
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("listener {:?}: {e}", l.name))
             })
@@ -232,16 +232,8 @@ async fn watch_certificates(reloader: Arc<Reloader>, stop: CancellationToken) {
             _ = ticks.tick() => {}
             () = stop.cancelled() => return,
         }
-        let names: Vec<String> = reloader
-            .config()
-            .listeners
-            .into_iter()
-            .map(|l| l.name)
-            .collect();
-        for (terminator, name) in reloader.terminators.iter().zip(&names) {
-            let Some(terminator) = terminator else {
-                continue;
-            };
+        for terminator in reloader.terminators.iter().flatten() {
+            let name = terminator.listener();
             match terminator.reload_changed_files() {
                 Ok(false) => {}
                 Ok(true) => {

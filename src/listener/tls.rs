@@ -22,6 +22,8 @@ use crate::config::{Certificate, ListenerTls};
 /// The TLS side of one listener.
 #[derive(Debug)]
 pub struct Terminator {
+    /// The listener's name (fixed: renaming a listener needs a restart).
+    listener: String,
     config: ArcSwap<ServerConfig>,
     /// The settings in force and what their files looked like when loaded.
     current: Mutex<(ListenerTls, Vec<Stamp>)>,
@@ -48,12 +50,18 @@ impl Stamp {
 
 impl Terminator {
     /// A terminator serving `tls` (whose certificates validation has loaded).
-    pub fn new(tls: &ListenerTls) -> Result<Self, String> {
+    pub fn new(listener: &str, tls: &ListenerTls) -> Result<Self, String> {
         let config = server_config(tls, None)?;
         Ok(Self {
+            listener: listener.to_owned(),
             config: ArcSwap::from_pointee(config),
             current: Mutex::new((tls.clone(), stamps(tls))),
         })
+    }
+
+    /// The name of the listener this terminator serves.
+    pub fn listener(&self) -> &str {
+        &self.listener
     }
 
     /// The acceptor for the next handshake (a reference count, no copy).
