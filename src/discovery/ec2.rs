@@ -77,7 +77,14 @@ pub(crate) async fn private_ips(
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| Error::Aws(format!("request: {e}")))?;
     instructions.apply_to_request_http1x(&mut req);
-    let text = send(&uri, req).await?;
+    let text = tokio::time::timeout(super::API_ATTEMPT_TIMEOUT, send(&uri, req))
+        .await
+        .map_err(|_| {
+            Error::Aws(format!(
+                "EC2 DescribeInstances: no answer in {:?}",
+                super::API_ATTEMPT_TIMEOUT
+            ))
+        })??;
     Ok(parse(&text))
 }
 

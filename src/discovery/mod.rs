@@ -100,6 +100,7 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
                     Some(sdk) => sdk.clone(),
                     None => {
                         let loaded = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                            .timeout_config(api_timeouts())
                             .load()
                             .await;
                         sdk = Some(loaded.clone());
@@ -131,6 +132,19 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
             r.task.abort();
         }
     })
+}
+
+/// How long one API call attempt may take. The SDK sets no limit of its own, so an
+/// endpoint that accepts connections and never answers would stall discovery (and its
+/// error log) for good; with this, the attempt fails and the SDK retries.
+pub(crate) const API_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SDK's timeouts for every ECS and Cloud Map call.
+fn api_timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_attempt_timeout(API_ATTEMPT_TIMEOUT)
+        .build()
 }
 
 /// Polls one group's source forever (the supervisor aborts it).
