@@ -327,6 +327,44 @@ async fn an_unreachable_ecs_endpoint_keeps_the_targets_and_updates_resume_after(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_ecs_endpoint_times_out_and_keeps_the_targets() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start();
+    let gate = support::moto::Gate::open(&cluster).await;
+    let with_timeout = |listener, admin| {
+        format!(
+            "[aws]\napi_timeout = \"300ms\"\n{}",
+            config(WEB, CHECKS)(listener, admin)
+        )
+    };
+    let binary = start_binary_with_env(with_timeout, &gate.env(&cluster)).await;
+    wait_for_tasks(&binary, 3).await;
+    // Connections are accepted and never answered: without a timeout, the poll would
+    // wait for ever and no failure would ever be reported or retried.
+    gate.silence().await;
+    let failed = r#"ecslb_discovery_refresh_total{target_group="g",result="failure"}"#;
+    let started = tokio::time::Instant::now();
+    let mut seen = false;
+    while !seen && started.elapsed() < Duration::from_secs(20) {
+        assert_eq!(answering(&binary, 10).await.len(), 3);
+        seen = get(&binary.admin_url("/metrics"))
+            .await
+            .body
+            .contains(failed);
+    }
+    assert!(seen, "no poll failed while the endpoint was silent");
+    assert!(
+        binary.log().contains("timeout"),
+        "the log says the call timed out:\n{}",
+        binary.log()
+    );
+    assert_eq!(targets(&binary).await.len(), 3);
+    cluster.scale("web", 4).await;
+    gate.reopen().await;
+    wait_for_tasks(&binary, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_steady_cluster_costs_one_list_tasks_per_refresh_and_no_describe() {
     let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start();

@@ -35,6 +35,7 @@ pub(crate) struct AdminFile {
 pub(crate) struct AwsFile {
     pub(crate) api_rate: Option<f64>,
     pub(crate) api_burst: Option<f64>,
+    pub(crate) api_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -37,6 +37,9 @@ pub struct Config {
     pub aws_api_rate: f64,
     /// Calls that may be saved up for a burst (`[aws] api_burst`, default 100).
     pub aws_api_burst: f64,
+    /// How long one AWS API call attempt may take before it fails and is retried
+    /// (`[aws] api_timeout`, default 10 s).
+    pub aws_api_timeout: Duration,
 }
 
 /// The admin listener's settings.

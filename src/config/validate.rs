@@ -229,6 +229,14 @@ impl TryFrom<ConfigFile> for super::Config {
                 c.fail_at("api_burst", "must be between 1 and 100000 calls")
             });
         }
+        let aws_api_timeout = c.key("aws", |c| {
+            let timeout = aws.and_then(|a| a.api_timeout.clone());
+            let d = c.duration("api_timeout", &timeout, Duration::from_secs(10));
+            if d < Duration::from_millis(10) {
+                c.fail_at("api_timeout", "must be at least 10ms");
+            }
+            d
+        });
         let access_log = match file.access_log.as_ref().and_then(|a| a.output.as_deref()) {
             None | Some("off") => crate::access_log::Output::Off,
             Some("stdout") => crate::access_log::Output::Stdout,
@@ -255,6 +263,7 @@ impl TryFrom<ConfigFile> for super::Config {
                 access_log,
                 aws_api_rate,
                 aws_api_burst,
+                aws_api_timeout,
             })
         } else {
             Err(c.problems)

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
@@ -77,14 +77,14 @@ pub(crate) async fn private_ips(
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| Error::Aws(format!("request: {e}")))?;
     instructions.apply_to_request_http1x(&mut req);
-    let text = tokio::time::timeout(super::API_ATTEMPT_TIMEOUT, send(&uri, req))
+    // The same per-attempt limit as the SDK's calls (`[aws] api_timeout`).
+    let limit = sdk
+        .timeout_config()
+        .and_then(|t| t.operation_attempt_timeout())
+        .unwrap_or(Duration::from_secs(10));
+    let text = tokio::time::timeout(limit, send(&uri, req))
         .await
-        .map_err(|_| {
-            Error::Aws(format!(
-                "EC2 DescribeInstances: no answer in {:?}",
-                super::API_ATTEMPT_TIMEOUT
-            ))
-        })??;
+        .map_err(|_| Error::Aws(format!("EC2 DescribeInstances: no answer in {limit:?}")))??;
     Ok(parse(&text))
 }
 

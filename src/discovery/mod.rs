@@ -73,9 +73,10 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
         let mut sdk: Option<aws_config::SdkConfig> = None;
         // One bucket for the process: ECS's quota is per account and region. Sized at
         // start (`[aws] api_rate`, `api_burst`).
-        let limiter = {
+        let (limiter, api_timeout) = {
             let config = reloader.config();
-            Arc::new(Limiter::new(config.aws_api_rate, config.aws_api_burst))
+            let limiter = Limiter::new(config.aws_api_rate, config.aws_api_burst);
+            (Arc::new(limiter), config.aws_api_timeout)
         };
         loop {
             let config = reloader.config();
@@ -100,7 +101,7 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
                     Some(sdk) => sdk.clone(),
                     None => {
                         let loaded = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                            .timeout_config(api_timeouts())
+                            .timeout_config(api_timeouts(api_timeout))
                             .load()
                             .await;
                         sdk = Some(loaded.clone());
@@ -134,16 +135,14 @@ pub fn spawn(reloader: Arc<Reloader>, stop: CancellationToken) -> JoinHandle<()>
     })
 }
 
-/// How long one API call attempt may take. The SDK sets no limit of its own, so an
-/// endpoint that accepts connections and never answers would stall discovery (and its
-/// error log) for good; with this, the attempt fails and the SDK retries.
-pub(crate) const API_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The SDK's timeouts for every ECS and Cloud Map call.
-fn api_timeouts() -> aws_config::timeout::TimeoutConfig {
+/// The SDK's timeouts for every ECS and Cloud Map call: `attempt` (`[aws]
+/// api_timeout`) bounds each attempt. The SDK sets no limit of its own, so an endpoint
+/// that accepts connections and never answers would otherwise stall discovery (and its
+/// error log) for good; with it, the attempt fails and the SDK retries.
+fn api_timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
     aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(API_ATTEMPT_TIMEOUT)
+        .connect_timeout(attempt.min(Duration::from_secs(3)))
+        .operation_attempt_timeout(attempt)
         .build()
 }
 

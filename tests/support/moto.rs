@@ -327,8 +327,23 @@ impl Gate {
         }
     }
 
-    /// Opens the gate again on the same port.
+    /// Makes the endpoint silent: open connections are cut, and new ones are accepted
+    /// and held without an answer, as by a black-holed or wedged endpoint.
+    pub async fn silence(&self) {
+        self.close().await;
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((client, _)) = listener.accept().await {
+                held.push(client);
+            }
+        });
+        *self.forwarding.lock().unwrap() = Some(task);
+    }
+
+    /// Opens the gate again on the same port (after [`Gate::close`] or [`Gate::silence`]).
     pub async fn reopen(&self) {
+        self.close().await;
         let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
         self.forward(listener);
     }
