@@ -484,6 +484,33 @@ async fn a_request_head_trickled_in_is_cut_off_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn a_request_pipelined_behind_a_long_streaming_response_is_served() {
+    let b = backend("one").await;
+    // Header timeout 400 ms; the first response streams for 1.5 s, and the second
+    // request's head sits in the connection all that time, waiting its turn.
+    let proxy = proxy_to(&b, "idle_timeout = \"400ms\"", "").await;
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    stream
+        .write_all(b"GET /drip?chunks=10&ms=150 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy closes after the second answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("tick").count(), 10, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert!(answer.ends_with("one"), "{answer}");
+}
+
+#[tokio::test]
 async fn slow_in_flight_request_outlives_the_idle_timeout() {
     let b = backend("one").await;
     let proxy = proxy_to(&b, "idle_timeout = \"300ms\"", "").await;

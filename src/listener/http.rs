@@ -21,7 +21,7 @@ use super::idle::{watch_http, Activity, IdleStream};
 use super::tls::Terminator;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::{Body, Proxy};
 use crate::routing::Routes;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
@@ -146,8 +146,13 @@ impl Connection {
                 let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
                 async move {
                     let req = activity.request_started(req);
-                    let resp = proxy.handle(client, req).await;
+                    let mut resp = proxy.handle(client, req).await;
                     activity.request_ended();
+                    if let Body::Target(body, tail) = resp.body_mut() {
+                        if !http_body::Body::is_end_stream(body) {
+                            tail.open = Some(activity.response_streaming());
+                        }
+                    }
                     Ok::<_, Infallible>(resp)
                 }
             })

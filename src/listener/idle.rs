@@ -27,6 +27,9 @@ pub(crate) struct Activity {
     pub(crate) requests: AtomicUsize,
     /// Request bodies not yet read to their end: bytes arriving belong to them.
     bodies: AtomicUsize,
+    /// Response bodies still being sent: a request pipelined behind one waits its turn
+    /// with its head unread, and that wait is not the client's doing.
+    responses: AtomicUsize,
     /// Bytes were read since a request last started or ended, or a body ended: a
     /// request head may be arriving (HTTP/1 only).
     head: AtomicBool,
@@ -43,6 +46,7 @@ impl Activity {
             moved: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             bodies: AtomicUsize::new(0),
+            responses: AtomicUsize::new(0),
             head: AtomicBool::new(false),
             http2: AtomicBool::new(false),
             bytes: metrics,
@@ -84,18 +88,35 @@ impl Activity {
         self.head.store(false, Ordering::Relaxed);
     }
 
-    /// Whether a request head has been arriving with no request in flight and no
-    /// request body still coming.
+    /// Counts a response body as being sent until the returned guard drops.
+    pub(crate) fn response_streaming(self: &Arc<Self>) -> OpenResponse {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        OpenResponse(Arc::clone(self))
+    }
+
+    /// Whether a request head has been arriving with no request in flight, no request
+    /// body still coming and no response still being sent.
     fn head_pending(&self) -> bool {
         self.head.load(Ordering::Relaxed)
             && self.requests.load(Ordering::Relaxed) == 0
             && self.bodies.load(Ordering::Relaxed) == 0
+            && self.responses.load(Ordering::Relaxed) == 0
             && !self.http2.load(Ordering::Relaxed)
     }
 
     /// Whether anything happened since the last look (and forget it).
     fn busy_since_last_look(&self) -> bool {
         self.moved.swap(false, Ordering::Relaxed) || self.requests.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A response body being sent on an HTTP/1 connection (see [`Activity::response_streaming`]).
+#[derive(Debug)]
+pub struct OpenResponse(Arc<Activity>);
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.responses.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -31,11 +31,14 @@ pub struct Tail {
     pub record: Option<Box<super::record::Record>>,
     /// Body bytes sent so far (counted only for the access log).
     pub sent: u64,
+    /// Marks the client connection as sending a response (HTTP/1).
+    pub open: Option<crate::listener::idle::OpenResponse>,
 }
 
 impl Tail {
     fn finish(&mut self) {
         self.in_flight.take();
+        self.open.take();
         if let Some(reuse) = self.reuse.take() {
             reuse.release();
         }

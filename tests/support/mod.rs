@@ -117,7 +117,8 @@ impl Proxy {
 /// Paths: `/` and anything else → 200 with body = name and header `x-backend: name`;
 /// `/echo-headers` → the request headers as `name: value` lines;
 /// `/echo-body` → streams the request body back; `/bytes?n=N` → N bytes of 'x' streamed
-/// in 64 KiB chunks; `/slow?ms=N` → waits N ms, then answers; `/status?code=N` → that
+/// in 64 KiB chunks; `/drip?chunks=N&ms=M` → N lines `tick`, one every M ms;
+/// `/slow?ms=N` → waits N ms, then answers; `/status?code=N` → that
 /// status; `/set-cookie?name=N` → sets cookie N=1; `/version` → the HTTP version seen;
 /// an HTTP/1.1 upgrade request → 101 and then echoes the upgraded stream.
 pub struct Backend {
@@ -282,6 +283,23 @@ async fn backend_response(
                         return;
                     }
                     left -= len;
+                }
+            });
+            let stream = http_body_util::StreamBody::new(tokio_stream_from(rx));
+            *resp.body_mut() = stream.boxed();
+        }
+        "/drip" => {
+            let chunks: usize = q.get("chunks").and_then(|n| n.parse().ok()).unwrap_or(5);
+            let ms: u64 = q.get("ms").and_then(|n| n.parse().ok()).unwrap_or(100);
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, hyper::Error>>(1);
+            tokio::spawn(async move {
+                for _ in 0..chunks {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let tick = http_body::Frame::data(Bytes::from_static(b"tick\n"));
+                    if tx.send(Ok(tick)).await.is_err() {
+                        return;
+                    }
                 }
             });
             let stream = http_body_util::StreamBody::new(tokio_stream_from(rx));
