@@ -463,3 +463,58 @@ discovery = {{ static = ["127.0.0.1:1"] }}
     assert!(has(":18: target_groups.g.proxy_protocol_v2:"), "{p:#?}");
     let _ = good_key;
 }
+
+/// Whether this connection resumed a session rather than doing a full handshake.
+fn resumed(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> bool {
+    stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+/// Connects with `client`, makes one request (which also reads the session tickets
+/// TLS 1.3 sends after the handshake) and says whether the session was resumed.
+async fn visit(addr: std::net::SocketAddr, client: &std::sync::Arc<rustls::ClientConfig>) -> bool {
+    let stream = connect(addr, "site.test", std::sync::Arc::clone(client))
+        .await
+        .unwrap();
+    let was_resumed = resumed(&stream);
+    let mut https = Https::over(stream).await;
+    assert_eq!(https.get("site.test", "/").await.unwrap().0.as_u16(), 200);
+    was_resumed
+}
+
+#[tokio::test]
+async fn sessions_resume_for_many_clients_and_across_certificate_reloads() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let addr = proxy.addrs[0];
+    // One returning client per TLS version, each with its own session store.
+    let returning = [
+        client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS13], None),
+        client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS12], None),
+    ];
+    for client in &returning {
+        assert!(
+            !visit(addr, client).await,
+            "a first visit is a full handshake"
+        );
+        assert!(visit(addr, client).await, "a second visit resumes");
+    }
+    // Many other clients come and go in between: sessions are tickets the clients
+    // keep, not entries of a server cache they could push out.
+    for _ in 0..300 {
+        let stranger = client_config(&ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, None);
+        visit(addr, &stranger).await;
+    }
+    for client in &returning {
+        assert!(visit(addr, client).await, "resumed after 300 other clients");
+    }
+    // A new certificate keeps the ticket keys: returning clients still resume.
+    let files2 = [ca.issue(&["site.test"]).write(&dir.0, "renewed")];
+    proxy.write_config(&https_config(&certificates_toml(&files2), "", b.addr));
+    proxy.reloader.reload().unwrap();
+    for client in &returning {
+        assert!(visit(addr, client).await, "resumed after a reload");
+    }
+}

@@ -118,8 +118,13 @@ fn stamps(tls: &ListenerTls) -> Vec<Stamp> {
         .collect()
 }
 
-/// Builds the rustls configuration of a listener. The session cache carries over from
-/// `previous`, so clients resume their sessions across certificate rotations.
+/// Builds the rustls configuration of a listener.
+///
+/// Sessions resume from stateless tickets (TLS 1.2 and 1.3; ChaCha20-Poly1305 keys
+/// made at start and rotated every 6 hours by rustls), so any number of clients can
+/// resume, not only as many as a server-side cache holds; the cache remains for TLS 1.2
+/// clients that offer no ticket support. Both carry over from `previous`, so clients
+/// resume their sessions across certificate rotations and reloads.
 fn server_config(
     tls: &ListenerTls,
     previous: Option<&ServerConfig>,
@@ -144,8 +149,15 @@ fn server_config(
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&tls.certificates)?));
     config.alpn_protocols = tls.alpn.protocols();
-    if let Some(previous) = previous {
-        config.session_storage = Arc::clone(&previous.session_storage);
+    match previous {
+        Some(previous) => {
+            config.session_storage = Arc::clone(&previous.session_storage);
+            config.ticketer = Arc::clone(&previous.ticketer);
+        }
+        None => {
+            config.ticketer = rustls::crypto::ring::Ticketer::new()
+                .map_err(|e| format!("session ticket keys: {e}"))?;
+        }
     }
     Ok(config)
 }
