@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use ecslb::config::{self, Action, Config, Discovery};
+use ecslb::config::{self, Action, Config, Discovery, MutualTls};
 
 // glibc malloc showed up at ~5% of CPU under load (per-request header maps, buffers).
 #[global_allocator]
@@ -139,12 +139,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 "  tls: policy {}, alpn {}{}",
                 serde_json::to_string(&tls.policy)?,
                 serde_json::to_string(&tls.alpn)?,
-                match &tls.client_ca {
-                    Some(ca) => format!(
+                match &tls.mutual_tls {
+                    MutualTls::Verify(ca) => format!(
                         ", client certificates verified against {}",
                         ca.path.display()
                     ),
-                    None => String::new(),
+                    MutualTls::Passthrough => {
+                        ", client certificates passed through unverified".to_owned()
+                    }
+                    MutualTls::Off => String::new(),
                 }
             );
             for (i, c) in tls.certificates.iter().enumerate() {

@@ -459,3 +459,46 @@ fn run_without_a_config_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--config <FILE>"), "{}", stderr(&out));
 }
+
+#[test]
+fn mutual_tls_modes_are_checked_where_they_apply() {
+    let text = r#"[[listeners]]
+name = "a"
+bind = "127.0.0.1:0"
+protocol = "tls"
+certificates = [{ cert = "config/certs/site.pem", key = "config/certs/site.key" }]
+mutual_tls = { mode = "passthrough" }
+default_action = { forward = "tcp" }
+
+[[listeners]]
+name = "b"
+bind = "127.0.0.1:1"
+protocol = "https"
+certificates = [{ cert = "config/certs/site.pem", key = "config/certs/site.key" }]
+mutual_tls = { mode = "passthrough", trust_store = "config/certs/clients-ca.pem" }
+default_action = { forward = "web" }
+
+[[listeners]]
+name = "c"
+bind = "127.0.0.1:2"
+protocol = "https"
+certificates = [{ cert = "config/certs/site.pem", key = "config/certs/site.key" }]
+mutual_tls = { mode = "strict" }
+default_action = { forward = "web" }
+
+[target_groups.web]
+discovery = { static = ["127.0.0.1:3000"] }
+
+[target_groups.tcp]
+protocol = "tcp"
+discovery = { static = ["127.0.0.1:3001"] }
+"#;
+    assert_problems(
+        &problems(text),
+        &[
+            "bad.toml:6: listeners[0].mutual_tls.mode: passthrough hands the certificate to targets in HTTP headers",
+            "bad.toml:14: listeners[1].mutual_tls.trust_store: applies to mode \"verify\" only",
+            "bad.toml:22: listeners[2].mutual_tls.mode: unknown value \"strict\"",
+        ],
+    );
+}

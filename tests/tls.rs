@@ -518,3 +518,167 @@ async fn sessions_resume_for_many_clients_and_across_certificate_reloads() {
         assert!(visit(addr, client).await, "resumed after a reload");
     }
 }
+
+/// What `openssl x509 -noout ARGS` prints for the certificate in `pem`, after `key=`.
+fn openssl_field(dir: &std::path::Path, pem: &str, args: &[&str]) -> String {
+    let file = dir.join("subject-of-openssl.pem");
+    std::fs::write(&file, pem).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-in"])
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .map(|l| l.split_once('=').unwrap().1.to_owned())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Percent-decoding, for the URL-encoded PEM headers.
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The `name: value` lines `/echo-headers` answered, as a map (names lower case).
+fn echoed(body: &str) -> std::collections::HashMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect()
+}
+
+const FORGED: [(&str, &str); 2] = [
+    ("X-Amzn-Mtls-Clientcert-Subject", "CN=admin"),
+    ("X-Amzn-Mtls-Clientcert", "forged"),
+];
+
+#[tokio::test]
+async fn verified_client_certificates_reach_targets_in_alb_headers() {
+    use rcgen::{DnType, DnValue};
+    let dir = TempDir::new();
+    let server_ca = Ca::new("server ca");
+    let client_ca = Ca::new("Client CA, Ops+Dev");
+    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let trust = client_ca.write(&dir.0, "clients.pem");
+    let b = backend("b").await;
+    let mtls = format!(
+        r#"mutual_tls = {{ mode = "verify", trust_store = {:?} }}"#,
+        trust.display().to_string()
+    );
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), &mtls, b.addr)).await;
+    let client = client_ca.issue_to(
+        &["client-1"],
+        vec![
+            (
+                DnType::CountryName,
+                DnValue::PrintableString("US".try_into().unwrap()),
+            ),
+            (DnType::StateOrProvinceName, "Washington".into()),
+            (DnType::OrganizationName, "Acme, Inc.".into()),
+            (DnType::OrganizationalUnitName, "#ops <east>".into()),
+            (DnType::CommonName, "client 1".into()),
+        ],
+    );
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let config = client_config(&server_ca, &[alpn], rustls::DEFAULT_VERSIONS, Some(&client));
+        let stream = connect(proxy.addrs[0], "site.test", config).await.unwrap();
+        let (status, _, body) = Https::over(stream)
+            .await
+            .get_with("site.test", "/echo-headers", &FORGED)
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), 200);
+        let h = echoed(&body);
+        // Each as openssl reads the same certificate.
+        let field = |args: &[&str]| openssl_field(&dir.0, &client.cert_pem, args);
+        let rfc2253 = ["-nameopt", "RFC2253"];
+        assert_eq!(
+            h["x-amzn-mtls-clientcert-serial-number"],
+            field(&["-serial"])
+        );
+        assert_eq!(
+            h["x-amzn-mtls-clientcert-subject"],
+            field(&["-subject", rfc2253[0], rfc2253[1]])
+        );
+        assert_eq!(
+            h["x-amzn-mtls-clientcert-subject"],
+            r"OU=\#ops \<east\>,O=Acme\, Inc.,ST=Washington,C=US,CN=client 1",
+            "the last RDN first, as encoded; values escaped"
+        );
+        assert_eq!(
+            h["x-amzn-mtls-clientcert-issuer"],
+            field(&["-issuer", rfc2253[0], rfc2253[1]])
+        );
+        let dates = field(&["-startdate", "-enddate", "-dateopt", "iso_8601"]);
+        let (not_before, not_after) = dates.split_once(';').unwrap();
+        assert_eq!(
+            h["x-amzn-mtls-clientcert-validity"],
+            format!(
+                "NotBefore={};NotAfter={}",
+                not_before.replace(' ', "T"),
+                not_after.replace(' ', "T")
+            )
+        );
+        let leaf = &h["x-amzn-mtls-clientcert-leaf"];
+        assert!(
+            leaf.starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+            "{leaf}"
+        );
+        assert_eq!(url_decode(leaf), client.cert_pem);
+        assert!(
+            !h.contains_key("x-amzn-mtls-clientcert"),
+            "the client's forged chain header is gone: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passthrough_hands_any_client_chain_to_targets_unverified() {
+    let dir = TempDir::new();
+    let server_ca = Ca::new("server ca");
+    let stranger_ca = Ca::new("anyone");
+    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    let mtls = r#"mutual_tls = { mode = "passthrough" }"#;
+    let proxy = start_proxy(&https_config(&certificates_toml(&files), mtls, b.addr)).await;
+    let unknown = stranger_ca.issue(&["client-2"]);
+    for (who, cert) in [
+        ("a client of no trusted CA", Some(&unknown)),
+        ("no certificate", None),
+    ] {
+        let config = client_config(&server_ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, cert);
+        let stream = connect(proxy.addrs[0], "site.test", config).await.unwrap();
+        let (status, _, body) = Https::over(stream)
+            .await
+            .get_with("site.test", "/echo-headers", &FORGED)
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), 200, "{who} is let through");
+        let h = echoed(&body);
+        assert_eq!(
+            h.get("x-amzn-mtls-clientcert").map(|v| url_decode(v)),
+            cert.map(|c| c.cert_pem.clone()),
+            "{who}: {body}"
+        );
+        assert!(!h.contains_key("x-amzn-mtls-clientcert-subject"), "{body}");
+    }
+}

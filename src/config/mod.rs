@@ -123,8 +123,21 @@ pub struct ListenerTls {
     pub policy: TlsPolicy,
     /// Application protocols offered (ALPN), by ALB/NLB policy name.
     pub alpn: AlpnPolicy,
-    /// Client certificates are required and verified against this bundle (mTLS).
-    pub client_ca: Option<CaBundle>,
+    /// Client certificates (mTLS).
+    pub mutual_tls: MutualTls,
+}
+
+/// ALB's mutual TLS modes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub enum MutualTls {
+    /// No client certificate is asked for.
+    Off,
+    /// A client certificate is required and verified against this bundle; its fields
+    /// go to targets in `X-Amzn-Mtls-Clientcert-*` headers (https listeners).
+    Verify(CaBundle),
+    /// A client certificate is asked for but not verified, and goes to targets whole in
+    /// `X-Amzn-Mtls-Clientcert` (https listeners only).
+    Passthrough,
 }
 
 /// A certificate chain and its key, as files and as loaded at validation.

@@ -20,8 +20,8 @@ use super::{
     Action, Admin, Algorithm, AlpnPolicy, CaBundle, Certificate, CloudMapDiscovery, Conditions,
     Config, DesyncMode, Discovery, EcsDiscovery, EcsTasks, FixedResponse, GroupProtocol,
     HeaderCondition, HealthCheck, HealthProtocol, Limits, Listener, ListenerTls, Matcher,
-    OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule, Stickiness,
-    TargetGroup, TlsPolicy, UpstreamTls, WeightedGroup,
+    MutualTls, OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
+    Stickiness, TargetGroup, TlsPolicy, UpstreamTls, WeightedGroup,
 };
 
 /// One problem, at one field.
@@ -451,19 +451,35 @@ fn listener_tls(
         default_alpn,
         &AlpnPolicy::ALL,
     );
-    let client_ca = l.mutual_tls.as_ref().and_then(|m| {
+    let mutual_tls = l.mutual_tls.as_ref().map_or(MutualTls::Off, |m| {
         c.key("mutual_tls", |c| match m.mode.as_deref() {
             None | Some("verify") => {
-                let path = c.required("trust_store", &m.trust_store)?;
-                c.key("trust_store", |c| ca_bundle(c, path, base))
+                let path = c.required("trust_store", &m.trust_store);
+                path.and_then(|path| c.key("trust_store", |c| ca_bundle(c, path, base)))
+                    .map_or(MutualTls::Off, MutualTls::Verify)
             }
-            Some("off") => None,
+            Some(mode @ ("off" | "passthrough")) => {
+                if m.trust_store.is_some() {
+                    c.fail_at("trust_store", "applies to mode \"verify\" only");
+                }
+                if mode == "off" {
+                    MutualTls::Off
+                } else {
+                    if protocol != Protocol::Https {
+                        c.fail_at(
+                            "mode",
+                            "passthrough hands the certificate to targets in HTTP headers: https listeners only",
+                        );
+                    }
+                    MutualTls::Passthrough
+                }
+            }
             Some(other) => {
                 c.fail_at(
                     "mode",
-                    format!("unknown value {other:?}; expected one of verify, off"),
+                    format!("unknown value {other:?}; expected one of verify, passthrough, off"),
                 );
-                None
+                MutualTls::Off
             }
         })
     });
@@ -471,7 +487,7 @@ fn listener_tls(
         certificates,
         policy,
         alpn,
-        client_ca,
+        mutual_tls,
     })
 }
 

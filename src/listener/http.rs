@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::idle::{watch_http, Activity, IdleStream};
+use super::mtls::ClientCertHeaders;
 use super::tls::Terminator;
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -76,8 +77,9 @@ pub async fn serve(
             activity,
             idle_timeout,
             client,
+            client_cert: None,
         };
-        let tls = tls.as_ref().map(|t| t.acceptor());
+        let tls = tls.as_ref().map(|t| t.acceptor_for_http());
         connections.spawn(async move {
             let _open = open;
             let mut stream = stream;
@@ -98,11 +100,14 @@ pub async fn serve(
             let stream = IdleStream::new(stream, Arc::clone(&connection.activity));
             match tls {
                 None => connection.serve(stream).await,
-                Some(acceptor) => {
+                Some((acceptor, client_certs)) => {
                     let handshake =
                         tokio::time::timeout(super::PREAMBLE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
-                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Ok(stream)) => {
+                            connection.client_cert = client_certs.headers(stream.get_ref().1);
+                            connection.serve(stream).await;
+                        }
                         Ok(Err(e)) => {
                             tracing::debug!(%client, error = %e, "TLS handshake failed");
                         }
@@ -125,6 +130,8 @@ struct Connection {
     activity: Arc<Activity>,
     idle_timeout: Duration,
     client: SocketAddr,
+    /// What targets are told of the client's certificate (mTLS listeners).
+    client_cert: Option<ClientCertHeaders>,
 }
 
 impl Connection {
@@ -139,10 +146,14 @@ impl Connection {
             activity,
             idle_timeout,
             client,
+            client_cert,
         } = self;
         let service = {
             let activity = Arc::clone(&activity);
-            service_fn(move |req: hyper::Request<Incoming>| {
+            service_fn(move |mut req: hyper::Request<Incoming>| {
+                if let Some(client_cert) = &client_cert {
+                    client_cert.apply(req.headers_mut());
+                }
                 let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
                 async move {
                     let req = activity.request_started(req);

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub(crate) mod idle;
+mod mtls;
 pub mod proxy_protocol;
 pub mod tcp;
 pub mod tls;

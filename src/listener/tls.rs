@@ -1,6 +1,7 @@
 //! TLS termination for `https` and `tls` listeners: certificates chosen by SNI (exact
 //! names, then `*.` wildcards, then the first certificate), ALB's security policies,
-//! ALPN, optional client-certificate verification, and certificate rotation.
+//! ALPN, client certificates (ALB's mTLS `verify` and `passthrough` modes), and
+//! certificate rotation.
 //!
 //! Each listener's rustls `ServerConfig` sits in an `ArcSwap`: every handshake takes the
 //! current one, so a reload or a changed certificate file applies to new connections
@@ -17,16 +18,64 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Certificate, ListenerTls};
+use super::mtls::ClientCertHeaders;
+use crate::config::{Certificate, ListenerTls, MutualTls};
 
 /// The TLS side of one listener.
 #[derive(Debug)]
 pub struct Terminator {
     /// The listener's name (fixed: renaming a listener needs a restart).
     listener: String,
-    config: ArcSwap<ServerConfig>,
+    config: ArcSwap<Serving>,
     /// The settings in force and what their files looked like when loaded.
     current: Mutex<(ListenerTls, Vec<Stamp>)>,
+}
+
+/// What new handshakes get.
+#[derive(Debug)]
+struct Serving {
+    rustls: Arc<ServerConfig>,
+    client_certs: ClientCerts,
+}
+
+impl Serving {
+    fn new(tls: &ListenerTls, previous: Option<&ServerConfig>) -> Result<Self, String> {
+        Ok(Self {
+            rustls: Arc::new(server_config(tls, previous)?),
+            client_certs: match tls.mutual_tls {
+                MutualTls::Off => ClientCerts::None,
+                MutualTls::Verify(_) => ClientCerts::Verified,
+                MutualTls::Passthrough => ClientCerts::PassedThrough,
+            },
+        })
+    }
+}
+
+/// What becomes of a connection's client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCerts {
+    /// None is asked for.
+    None,
+    /// Verified at the handshake; its fields go to targets.
+    Verified,
+    /// Taken unverified; the chain goes to targets.
+    PassedThrough,
+}
+
+impl ClientCerts {
+    /// The headers telling targets about `conn`'s client certificate, if the listener
+    /// asks for one (then they are set on every request, replacing any the client sent).
+    pub(crate) fn headers<D>(
+        self,
+        conn: &rustls::ConnectionCommon<D>,
+    ) -> Option<ClientCertHeaders> {
+        let chain = conn.peer_certificates().unwrap_or_default();
+        match self {
+            ClientCerts::None => None,
+            ClientCerts::Verified => Some(ClientCertHeaders::verified(chain)),
+            ClientCerts::PassedThrough => Some(ClientCertHeaders::passed_through(chain)),
+        }
+    }
 }
 
 /// What a file looked like: a change of any part means it was rewritten.
@@ -51,10 +100,9 @@ impl Stamp {
 impl Terminator {
     /// A terminator serving `tls` (whose certificates validation has loaded).
     pub fn new(listener: &str, tls: &ListenerTls) -> Result<Self, String> {
-        let config = server_config(tls, None)?;
         Ok(Self {
             listener: listener.to_owned(),
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::from_pointee(Serving::new(tls, None)?),
             current: Mutex::new((tls.clone(), stamps(tls))),
         })
     }
@@ -66,7 +114,16 @@ impl Terminator {
 
     /// The acceptor for the next handshake (a reference count, no copy).
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.load_full())
+        TlsAcceptor::from(Arc::clone(&self.config.load().rustls))
+    }
+
+    /// The acceptor for a new connection, with what becomes of its client certificate.
+    pub fn acceptor_for_http(&self) -> (TlsAcceptor, ClientCerts) {
+        let serving = self.config.load();
+        (
+            TlsAcceptor::from(Arc::clone(&serving.rustls)),
+            serving.client_certs,
+        )
     }
 
     /// Serves `tls` from now on (a reload); open connections are not touched.
@@ -75,8 +132,8 @@ impl Terminator {
         if current.0 == *tls {
             return Ok(());
         }
-        let config = server_config(tls, Some(&self.config.load()))?;
-        self.config.store(Arc::new(config));
+        let serving = Serving::new(tls, Some(&self.config.load().rustls))?;
+        self.config.store(Arc::new(serving));
         *current = (tls.clone(), stamps(tls));
         Ok(())
     }
@@ -96,14 +153,14 @@ impl Terminator {
             let loaded = crate::tls::load_certificate(&c.cert, &c.key).map_err(|e| e.message)?;
             c.loaded = Arc::new(loaded);
         }
-        if let Some(ca) = &mut next.client_ca {
+        if let MutualTls::Verify(ca) = &mut next.mutual_tls {
             ca.certs = Arc::new(crate::tls::load_ca_bundle(&ca.path)?);
         }
         if next == current.0 {
             return Ok(false); // touched, not changed
         }
-        let config = server_config(&next, Some(&self.config.load()))?;
-        self.config.store(Arc::new(config));
+        let serving = Serving::new(&next, Some(&self.config.load().rustls))?;
+        self.config.store(Arc::new(serving));
         current.0 = next;
         Ok(true)
     }
@@ -113,7 +170,10 @@ fn stamps(tls: &ListenerTls) -> Vec<Stamp> {
     tls.certificates
         .iter()
         .flat_map(|c| [&c.cert, &c.key])
-        .chain(tls.client_ca.as_ref().map(|ca| &ca.path))
+        .chain(match &tls.mutual_tls {
+            MutualTls::Verify(ca) => Some(&ca.path),
+            MutualTls::Off | MutualTls::Passthrough => None,
+        })
         .map(Stamp::of)
         .collect()
 }
@@ -133,8 +193,8 @@ fn server_config(
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(crate::tls::versions(tls.policy))
         .map_err(|e| format!("TLS policy {:?}: {e}", tls.policy))?;
-    let builder = match &tls.client_ca {
-        Some(ca) => {
+    let builder = match &tls.mutual_tls {
+        MutualTls::Verify(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(ca.certs.iter().cloned());
             if added == 0 {
@@ -145,7 +205,10 @@ fn server_config(
                 .map_err(|e| format!("{}: {e}", ca.path.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        MutualTls::Passthrough => {
+            builder.with_client_cert_verifier(Arc::new(crate::tls::AnyCertificate(provider)))
+        }
+        MutualTls::Off => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&tls.certificates)?));
     config.alpn_protocols = tls.alpn.protocols();

@@ -42,12 +42,18 @@ impl Ca {
 
     /// A leaf certificate for `names` (DNS names, `*.` wildcards or IP addresses).
     pub fn issue(&self, names: &[&str]) -> Issued {
+        let cn = names.first().copied().unwrap_or("leaf");
+        self.issue_to(names, vec![(DnType::CommonName, cn.into())])
+    }
+
+    /// A leaf certificate for `names` whose subject is `subject`, in this order.
+    pub fn issue_to(&self, names: &[&str], subject: Vec<(DnType, rcgen::DnValue)>) -> Issued {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        for (kind, value) in subject {
+            params.distinguished_name.push(kind, value);
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Issued {
@@ -194,19 +200,38 @@ impl Https {
         host: &str,
         path: &str,
     ) -> hyper::Result<(StatusCode, HeaderMap, String)> {
+        self.get_with(host, path, &[]).await
+    }
+
+    /// [`Https::get`] with these request headers as well.
+    pub async fn get_with(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> hyper::Result<(StatusCode, HeaderMap, String)> {
+        let with_headers = |mut req: Request<Empty<Bytes>>| {
+            for (name, value) in headers {
+                req.headers_mut().append(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            req
+        };
         let resp = match self {
             Https::H1(s) => {
                 let req = Request::get(path)
                     .header("host", host)
                     .body(Empty::new())
                     .unwrap();
-                s.send_request(req).await?
+                s.send_request(with_headers(req)).await?
             }
             Https::H2(s) => {
                 let req = Request::get(format!("https://{host}{path}"))
                     .body(Empty::new())
                     .unwrap();
-                s.send_request(req).await?
+                s.send_request(with_headers(req)).await?
             }
         };
         let (parts, body) = resp.into_parts();
