@@ -120,6 +120,15 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
+# cpu_split PID : user and system clock ticks the process has used ("user sys").
+cpu_split() {
+    local stat rest f
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    echo "${f[11]} ${f[12]}"
+}
+
 # make_workdir NAME : a temp dir in WORK (removed on exit unless KEEP_TMP=1).
 make_workdir() {
     ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

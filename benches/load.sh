@@ -5,7 +5,8 @@
 # Three nginx-served backends (core 1) answer GET / with "hello, world\n".
 # Each proxy in turn runs with one worker pinned to core 0 and is loaded with
 # wrk (one thread, also on core 1). We report requests/s, p99 latency and
-# errors in a table, printed and saved to benches/out/load-<date>.txt.
+# errors in a table, with the proxy's CPU time per request (user and system, from
+# /proc), printed and saved to benches/out/load-<date>.txt.
 #
 # Environment:
 #   DURATION=10          seconds of measured load per proxy
@@ -85,7 +86,8 @@ start_backends
 # 4. Each proxy in turn, core 0.
 # --------------------------------------------------------------------------
 STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS=()   # "proxy|rps|p99ms|errors|note"
+RESULTS=()   # "proxy|rps|p99ms|errors|cpu|note"
+TICKS=$(getconf CLK_TCK)
 RAW="$WORK/raw.txt"
 : >"$RAW"
 FAILED=0
@@ -115,7 +117,7 @@ record_failure() {
     local name=$1 why=$2 dir=$3
     log "$name: $why; last log lines:"
     tail -n 20 "$dir"/*.log >&2 2>/dev/null || true
-    RESULTS+=("$name|-|-|-|FAILED: $why")
+    RESULTS+=("$name|-|-|-|-|FAILED: $why")
     FAILED=1
 }
 
@@ -147,8 +149,13 @@ for name in "${PROXY_LIST[@]}"; do
     log "$name: warm-up ${WARMUP}s"
     run_wrk "$WARMUP" "$url" "$dir/warmup.txt" || true
     log "$name: measuring ${DURATION}s with $CONNECTIONS connections"
+    # nginx serves from its worker, the master's child.
+    cpu_pid=$pid
+    [[ $name == nginx ]] && cpu_pid=$(pgrep -P "$pid" | head -n 1)
+    read -r user0 sys0 <<<"$(cpu_split "$cpu_pid")"
     wrc=0
     run_wrk "$DURATION" "$url" "$dir/wrk.txt" || wrc=$?
+    read -r user1 sys1 <<<"$(cpu_split "$cpu_pid" 2>/dev/null || echo "$user0 $sys0")"
     alive=1
     is_alive "$pid" || alive=0
     stop_pid "$pid"
@@ -178,7 +185,11 @@ for name in "${PROXY_LIST[@]}"; do
         record_failure "$name" "could not parse wrk output" "$dir"
         continue
     }
-    RESULTS+=("$name|$rps|$p99|$errors|$note")
+    # CPU microseconds per request: user + system.
+    requests=$(awk '/ requests in / { print $1 }' "$wrk_out")
+    cpu=$(awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v n="${requests:-0}" -v hz="$TICKS" \
+        'BEGIN { if (n > 0) printf "%.2f+%.2f", u * 1e6 / hz / n, s * 1e6 / hz / n; else print "-" }')
+    RESULTS+=("$name|$rps|$p99|$errors|$cpu|$note")
     log "$name: $rps req/s, p99 ${p99} ms, errors $errors"
 done
 
@@ -207,11 +218,11 @@ version_of() {
         echo "  $name: $(version_of "$name")"
     done
     echo
-    printf '%-8s %12s %10s %8s  %s\n' proxy "requests/s" "p99 (ms)" errors notes
-    printf '%-8s %12s %10s %8s  %s\n' -------- ------------ ---------- -------- -----
+    printf '%-8s %12s %10s %8s %16s  %s\n' proxy "requests/s" "p99 (ms)" errors "CPU us/req u+s" notes
+    printf '%-8s %12s %10s %8s %16s  %s\n' -------- ------------ ---------- -------- ---------------- -----
     for row in "${RESULTS[@]}"; do
-        IFS='|' read -r n r p e t <<<"$row"
-        printf '%-8s %12s %10s %8s  %s\n' "$n" "$r" "$p" "$e" "$t"
+        IFS='|' read -r n r p e c t <<<"$row"
+        printf '%-8s %12s %10s %8s %16s  %s\n' "$n" "$r" "$p" "$e" "$c" "$t"
     done
 } >"$WORK/table.txt"
 
