@@ -598,9 +598,22 @@ async fn verified_client_certificates_reach_targets_in_alb_headers() {
             (DnType::CommonName, "client 1".into()),
         ],
     );
-    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
-        let config = client_config(&server_ca, &[alpn], rustls::DEFAULT_VERSIONS, Some(&client));
+    // Over HTTP/1.1 and HTTP/2, and on a resumed session as on a full handshake.
+    let visits = [
+        (&b"http/1.1"[..], false),
+        (b"http/1.1", true),
+        (b"h2", false),
+        (b"h2", true),
+    ];
+    let mut config = None;
+    for (alpn, resuming) in visits {
+        if !resuming {
+            let fresh = client_config(&server_ca, &[alpn], rustls::DEFAULT_VERSIONS, Some(&client));
+            config = Some(fresh);
+        }
+        let config = std::sync::Arc::clone(config.as_ref().unwrap());
         let stream = connect(proxy.addrs[0], "site.test", config).await.unwrap();
+        assert_eq!(resumed(&stream), resuming);
         let (status, _, body) = Https::over(stream)
             .await
             .get_with("site.test", "/echo-headers", &FORGED)
