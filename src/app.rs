@@ -247,6 +247,31 @@ async fn watch_certificates(reloader: Arc<Reloader>, stop: CancellationToken) {
     }
 }
 
+/// How often the config file is looked at by [`watch_config_file`].
+pub const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the config whenever its file changes (`ecslb run --watch`), until `stop`
+/// fires. A change that does not validate is logged, once, and the running config
+/// stays, as with SIGHUP; the next change is tried again.
+pub async fn watch_config_file(reloader: Arc<Reloader>, stop: CancellationToken) {
+    let mut seen = config::FileStamp::of(&reloader.path);
+    let mut ticks = tokio::time::interval(CONFIG_POLL);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let now = config::FileStamp::of(&reloader.path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let reloader = Arc::clone(&reloader);
+        // Reading and compiling the file is blocking work.
+        let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;
+    }
+}
+
 /// Re-reads the config file and swaps in a new route table.
 #[derive(Debug)]
 pub struct Reloader {

@@ -48,6 +48,11 @@ enum Command {
         /// Runtime worker threads [default: the number of cores].
         #[arg(long, value_name = "N", env = "ECSLB_WORKERS")]
         workers: Option<usize>,
+
+        /// Also reload the config whenever its file changes (looked at every second);
+        /// a change that does not validate is logged and the running config stays.
+        #[arg(long, env = "ECSLB_WATCH")]
+        watch: bool,
     },
     /// Validate a config file and print its listeners, rules and target groups.
     ///
@@ -80,7 +85,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, workers } => run(config, workers),
+        Command::Run {
+            config,
+            workers,
+            watch,
+        } => run(config, workers, watch),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,7 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
+fn run(path: PathBuf, workers: Option<usize>, watch: bool) -> anyhow::Result<()> {
     let mut runtime = if workers == Some(1) {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -107,8 +116,14 @@ fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
         tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), "ecslb started");
         let stop = CancellationToken::new();
         let signals = tokio::spawn(ecslb::shutdown::watch_signals(stop.clone(), app.reloader()));
+        let watcher = watch.then(|| {
+            tokio::spawn(ecslb::app::watch_config_file(app.reloader(), stop.clone()))
+        });
         app.run(stop).await;
         signals.abort();
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -369,6 +369,9 @@ async fn sighup_reloads_the_running_binary() {
     assert_eq!(get(&ecslb.url("/")).await.body, "before");
 
     ecslb.write_config(&binary_config(ecslb.addr, ecslb.admin, "after"));
+    // Without --watch, a changed file waits for the signal.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get(&ecslb.url("/")).await.body, "before");
     ecslb.signal("HUP");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while get(&ecslb.url("/")).await.body != "after" {
@@ -401,6 +404,46 @@ async fn sighup_reloads_the_running_binary() {
         .await
         .expect("ecslb exits on SIGTERM");
     assert!(status.success(), "{status}; log:\n{}", ecslb.log());
+}
+
+/// Waits up to 5 s for `/` of `ecslb` to answer `body`.
+async fn until_it_answers(ecslb: &support::Binary, body: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while get(&ecslb.url("/")).await.body != body {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered {body:?}; log:\n{}",
+            ecslb.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_watch_a_changed_file_is_reloaded_without_a_signal() {
+    let watch = [("ECSLB_WATCH", "true".to_owned())];
+    let ecslb =
+        start_binary_with_env(|addr, admin| binary_config(addr, admin, "before"), &watch).await;
+    assert_eq!(get(&ecslb.url("/")).await.body, "before");
+    ecslb.write_config(&binary_config(ecslb.addr, ecslb.admin, "after"));
+    until_it_answers(&ecslb, "after").await;
+
+    // A bad change is logged once (it is not retried while the file stays the same),
+    // and the last good config keeps serving.
+    ecslb.write_config("[[listeners]]\nname = 1\n");
+    let rejections = || ecslb.log().matches("config reload rejected").count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while rejections() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", ecslb.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = rejections();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(rejections(), first, "rejected again: {}", ecslb.log());
+    assert_eq!(get(&ecslb.url("/")).await.body, "after");
+
+    ecslb.write_config(&binary_config(ecslb.addr, ecslb.admin, "fixed"));
+    until_it_answers(&ecslb, "fixed").await;
 }
 
 #[tokio::test]

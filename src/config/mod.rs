@@ -744,3 +744,24 @@ impl Config {
         self.target_groups.get(name)
     }
 }
+
+/// What a file looked like (modification time and length): a change of either means it
+/// was rewritten. For watching the config and certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    path: PathBuf,
+    modified: Option<std::time::SystemTime>,
+    len: u64,
+}
+
+impl FileStamp {
+    /// How `path` looks now (a missing file has no time and length 0).
+    pub fn of(path: &Path) -> Self {
+        let meta = std::fs::metadata(path).ok();
+        FileStamp {
+            path: path.to_owned(),
+            modified: meta.as_ref().and_then(|m| m.modified().ok()),
+            len: meta.map_or(0, |m| m.len()),
+        }
+    }
+}

@@ -8,9 +8,7 @@
 //! while open ones keep the session they negotiated.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -19,7 +17,7 @@ use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 use super::mtls::ClientCertHeaders;
-use crate::config::{Certificate, ListenerTls, MutualTls};
+use crate::config::{Certificate, FileStamp as Stamp, ListenerTls, MutualTls};
 
 /// The TLS side of one listener.
 #[derive(Debug)]
@@ -74,25 +72,6 @@ impl ClientCerts {
             ClientCerts::None => None,
             ClientCerts::Verified => Some(ClientCertHeaders::verified(chain)),
             ClientCerts::PassedThrough => Some(ClientCertHeaders::passed_through(chain)),
-        }
-    }
-}
-
-/// What a file looked like: a change of any part means it was rewritten.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    path: PathBuf,
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-impl Stamp {
-    fn of(path: &PathBuf) -> Self {
-        let meta = std::fs::metadata(path).ok();
-        Stamp {
-            path: path.clone(),
-            modified: meta.as_ref().and_then(|m| m.modified().ok()),
-            len: meta.map_or(0, |m| m.len()),
         }
     }
 }
@@ -174,7 +153,7 @@ fn stamps(tls: &ListenerTls) -> Vec<Stamp> {
             MutualTls::Verify(ca) => Some(&ca.path),
             MutualTls::Off | MutualTls::Passthrough => None,
         })
-        .map(Stamp::of)
+        .map(|p| Stamp::of(p))
         .collect()
 }
 
