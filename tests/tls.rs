@@ -242,20 +242,36 @@ async fn a_rotated_certificate_serves_new_handshakes_and_open_connections_keep_g
     assert_eq!(open.get("site.test", "/").await.unwrap().0.as_u16(), 200);
 }
 
+/// A proxy whose https listener serves `site.test` (a certificate of the returned CA)
+/// with `listener_extra`, in front of a backend named `b`.
+async fn site(dir: &TempDir, listener_extra: &str) -> (Ca, support::Backend, support::Proxy) {
+    let server_ca = Ca::new("server ca");
+    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    let proxy = start_proxy(&https_config(
+        &certificates_toml(&files),
+        listener_extra,
+        b.addr,
+    ))
+    .await;
+    (server_ca, b, proxy)
+}
+
+/// `mutual_tls` in verify mode against `client_ca` (written to `dir`).
+fn verify_against(dir: &TempDir, client_ca: &Ca) -> String {
+    let trust = client_ca.write(&dir.0, "clients.pem");
+    format!(
+        r#"mutual_tls = {{ mode = "verify", trust_store = {:?} }}"#,
+        trust.display().to_string()
+    )
+}
+
 #[tokio::test]
 async fn mutual_tls_accepts_clients_of_the_trust_store_and_refuses_others() {
     let dir = TempDir::new();
-    let server_ca = Ca::new("server ca");
     let client_ca = Ca::new("client ca");
     let stranger_ca = Ca::new("stranger ca");
-    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
-    let trust = client_ca.write(&dir.0, "clients.pem");
-    let b = backend("b").await;
-    let mtls = format!(
-        r#"mutual_tls = {{ mode = "verify", trust_store = {:?} }}"#,
-        trust.display().to_string()
-    );
-    let proxy = start_proxy(&https_config(&certificates_toml(&files), &mtls, b.addr)).await;
+    let (server_ca, b, proxy) = site(&dir, &verify_against(&dir, &client_ca)).await;
     let addr = proxy.addrs[0];
 
     let good = client_ca.issue(&["client-1"]);
@@ -575,16 +591,8 @@ const FORGED: [(&str, &str); 2] = [
 async fn verified_client_certificates_reach_targets_in_alb_headers() {
     use rcgen::{DnType, DnValue};
     let dir = TempDir::new();
-    let server_ca = Ca::new("server ca");
     let client_ca = Ca::new("Client CA, Ops+Dev");
-    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
-    let trust = client_ca.write(&dir.0, "clients.pem");
-    let b = backend("b").await;
-    let mtls = format!(
-        r#"mutual_tls = {{ mode = "verify", trust_store = {:?} }}"#,
-        trust.display().to_string()
-    );
-    let proxy = start_proxy(&https_config(&certificates_toml(&files), &mtls, b.addr)).await;
+    let (server_ca, _b, proxy) = site(&dir, &verify_against(&dir, &client_ca)).await;
     let client = client_ca.issue_to(
         &["client-1"],
         vec![
@@ -667,12 +675,8 @@ async fn verified_client_certificates_reach_targets_in_alb_headers() {
 #[tokio::test]
 async fn passthrough_hands_any_client_chain_to_targets_unverified() {
     let dir = TempDir::new();
-    let server_ca = Ca::new("server ca");
     let stranger_ca = Ca::new("anyone");
-    let files = [server_ca.issue(&["site.test"]).write(&dir.0, "site")];
-    let b = backend("b").await;
-    let mtls = r#"mutual_tls = { mode = "passthrough" }"#;
-    let proxy = start_proxy(&https_config(&certificates_toml(&files), mtls, b.addr)).await;
+    let (server_ca, _b, proxy) = site(&dir, r#"mutual_tls = { mode = "passthrough" }"#).await;
     let unknown = stranger_ca.issue(&["client-2"]);
     for (who, cert) in [
         ("a client of no trusted CA", Some(&unknown)),
