@@ -500,10 +500,7 @@ async fn visit(addr: std::net::SocketAddr, client: &std::sync::Arc<rustls::Clien
 #[tokio::test]
 async fn sessions_resume_for_many_clients_and_across_certificate_reloads() {
     let dir = TempDir::new();
-    let ca = Ca::new("ca");
-    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
-    let b = backend("b").await;
-    let proxy = start_proxy(&https_config(&certificates_toml(&files), "", b.addr)).await;
+    let (ca, b, proxy) = site(&dir, "").await;
     let addr = proxy.addrs[0];
     // One returning client per TLS version, each with its own session store.
     let returning = [
