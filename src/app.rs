@@ -248,7 +248,7 @@ async fn watch_certificates(reloader: Arc<Reloader>, stop: CancellationToken) {
 }
 
 /// How often the config file is looked at by [`watch_config_file`].
-pub const CONFIG_POLL: Duration = Duration::from_secs(1);
+const CONFIG_POLL: Duration = Duration::from_secs(1);
 
 /// Reloads the config whenever its file changes (`ecslb run --watch`), until `stop`
 /// fires. A change that does not validate is logged, once, and the running config
@@ -266,9 +266,7 @@ pub async fn watch_config_file(reloader: Arc<Reloader>, stop: CancellationToken)
             continue;
         }
         seen = now;
-        let reloader = Arc::clone(&reloader);
-        // Reading and compiling the file is blocking work.
-        let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;
+        reloader.reload_and_log_off_thread().await;
     }
 }
 
@@ -392,7 +390,14 @@ impl Reloader {
         }
     }
 
-    /// Reloads and logs the outcome (for SIGHUP).
+    /// [`Reloader::reload_and_log`] on a blocking thread (for SIGHUP and `--watch`):
+    /// reading and compiling the file is blocking work.
+    pub async fn reload_and_log_off_thread(self: &Arc<Self>) {
+        let reloader = Arc::clone(self);
+        let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;
+    }
+
+    /// Reloads and logs the outcome.
     pub fn reload_and_log(&self) {
         match self.reload() {
             Ok(()) => tracing::info!(path = %self.path.display(), "config reloaded"),

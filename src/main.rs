@@ -116,14 +116,12 @@ fn run(path: PathBuf, workers: Option<usize>, watch: bool) -> anyhow::Result<()>
         tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), "ecslb started");
         let stop = CancellationToken::new();
         let signals = tokio::spawn(ecslb::shutdown::watch_signals(stop.clone(), app.reloader()));
-        let watcher = watch.then(|| {
-            tokio::spawn(ecslb::app::watch_config_file(app.reloader(), stop.clone()))
-        });
+        if watch {
+            // Ends with `stop`.
+            tokio::spawn(ecslb::app::watch_config_file(app.reloader(), stop.clone()));
+        }
         app.run(stop).await;
         signals.abort();
-        if let Some(watcher) = watcher {
-            watcher.abort();
-        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -21,11 +21,7 @@ pub async fn watch_signals(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => {
-                let reloader = Arc::clone(&reloader);
-                // Reading and compiling the file is blocking work.
-                let _ = tokio::task::spawn_blocking(move || reloader.reload_and_log()).await;
-            }
+            _ = hup.recv() => reloader.reload_and_log_off_thread().await,
         }
     }
     tracing::info!("stop signal received; a second one exits at once");
