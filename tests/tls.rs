@@ -308,22 +308,12 @@ async fn mutual_tls_accepts_clients_of_the_trust_store_and_refuses_others() {
     assert_eq!(b.hits(), 1, "only the verified client reached the target");
 }
 
+/// An HTTP listener forwarding to one `https` target group at `target`.
 fn upstream_config(target: std::net::SocketAddr, group_extra: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-default_action = {{ forward = "secure" }}
-
-[target_groups.secure]
-protocol = "https"
-discovery = {{ static = ["{target}"] }}
-{group_extra}
-"#
+    support::one_group_config(
+        &[target],
+        "",
+        &format!("protocol = \"https\"\n{group_extra}"),
     )
 }
 
