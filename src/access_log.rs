@@ -351,7 +351,7 @@ impl Serialize for Rfc3339 {
 /// Howard Hinnant's `civil_from_days`, the inverse of `days_from_civil`
 /// (<https://howardhinnant.github.io/date_algorithms.html#civil_from_days>), restricted to
 /// days on or after the epoch so it works in unsigned arithmetic.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     // Shift the epoch to 0000-03-01 so leap days fall at the end of each year.
     let z = days + 719_468;
     let era = z / 146_097;

@@ -604,3 +604,169 @@ async fn idle_websocket_is_closed_after_idle_timeout() {
     );
     proxy.stop().await;
 }
+
+// Plain HTTP/1.1 requests without a body are served by ecslb's lean HTTP/1 server; the
+// first request that is not (a body, an upgrade, HTTP/1.0, an h2c preface) hands the
+// connection to hyper with the bytes already read. These tests mix the two on one
+// connection and check the framing the lean server writes.
+
+/// Reads until the proxy closes the connection (at most 10 s).
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy closes the connection")
+        .expect("a clean close");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn pipelined_requests_of_every_kind_are_answered_in_order_on_one_connection() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    // Lean, lean, a body (handed to hyper), then hyper serves the rest.
+    stream
+        .write_all(
+            b"GET /echo-headers HTTP/1.1\r\nHost: a\r\nX-First: 1\r\n\r\n\
+              GET /status?code=201 HTTP/1.1\r\nHost: a\r\n\r\n\
+              POST /echo-body HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello there\
+              HEAD / HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "201", "200", "200", "200"], "{answer}");
+    let at = |needle: &str| {
+        answer
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing: {answer}"))
+    };
+    assert!(at("x-first: 1") < at("HTTP/1.1 201"), "{answer}");
+    assert!(at("HTTP/1.1 201") < at("hello there"), "{answer}");
+    // The HEAD answer has no body: the last response follows its head directly, and
+    // the connection ends after the body of the last one.
+    assert!(answer.ends_with("\r\n\r\none"), "{answer}");
+    assert_eq!(b.hits(), 5);
+}
+
+#[tokio::test]
+async fn the_lean_server_frames_streamed_sized_and_empty_responses() {
+    let b = backend("one").await;
+    let proxy = start_proxy(&one_group_config(
+        &[b.addr],
+        r#"
+[[listeners.rules]]
+priority = 1
+conditions = { path = ["/fixed"] }
+action = { fixed_response = { status = 418, content_type = "text/plain", body = "short and stout" } }
+"#,
+        "",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+
+    // A body of unknown length from the target goes out chunked.
+    let r = raw_exchange_on(
+        &mut stream,
+        b"GET /drip?chunks=3&ms=20 HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.body.len(), "tick\n".len() * 3, "{:?}", r);
+    assert!(!r.closed);
+
+    // A sized one keeps the target's Content-Length.
+    let r = raw_exchange_on(&mut stream, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!((r.status, r.header("content-length")), (200, Some("3")));
+    assert_eq!(r.body, b"one");
+
+    // 204 and 304 carry no body and no framing of one.
+    for code in [204, 304] {
+        let request = format!("GET /status?code={code} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = raw_exchange_on(&mut stream, request.as_bytes()).await;
+        assert_eq!(r.status, code);
+        assert_eq!(r.header("transfer-encoding"), None);
+        assert!(r.body.is_empty() && !r.closed);
+    }
+
+    // The proxy's own answers get a length and a Date, as hyper gave them.
+    let r = raw_exchange_on(&mut stream, b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (418, &b"short and stout"[..])
+    );
+    assert_eq!(r.header("content-length"), Some("15"));
+    let date = r.header("date").expect("a Date header");
+    assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
+
+    // The client's `Connection: close` is answered in kind, then the connection ends.
+    let r = raw_exchange_on(
+        &mut stream,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(r.closed);
+
+    // HEAD: the head only (with the target's length), and the next answer follows it.
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    stream
+        .write_all(
+            b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n\
+              GET /status?code=202 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    let (head, rest) = answer.split_once("\r\n\r\n").expect("a HEAD answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(head.contains("\r\ncontent-length: 3"), "{answer}");
+    assert!(rest.starts_with("HTTP/1.1 202 Accepted\r\n"), "{answer}");
+    assert!(rest.ends_with("\r\n\r\none"), "{answer}");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn curl_reads_chunked_and_sized_answers_through_the_lean_server() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    // Two URLs on one connection: curl reuses it, and must find each answer's end.
+    let urls = [proxy.url("/drip?chunks=4&ms=10"), proxy.url("/")];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--http1.1"])
+            .args(["-w", "|%{http_code}|%{num_connects}\\n"])
+            .args(urls)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        format!("{}|200|1\none|200|0\n", "tick\n".repeat(4)),
+        "{text}"
+    );
+    proxy.stop().await;
+}

@@ -3,7 +3,9 @@
 //! [`Proxy::handle`]. `https` listeners are the same behind a TLS handshake.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,12 +19,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::h1;
 use super::idle::{watch_http, Activity, IdleStream};
 use super::mtls::ClientCertHeaders;
 use super::tls::Terminator;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::proxy::{Body, Proxy};
+use crate::proxy::{Body, Forwarded, Proxy};
 use crate::routing::Routes;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
@@ -40,6 +43,7 @@ pub async fn serve(
     let mut limits = routes.load().listener(index).limits;
     let mut builder = Arc::new(builder(&limits));
     let graceful = GracefulShutdown::new();
+    let drain = Arc::new(h1::Drain::default());
     // Connection tasks are owned here: when the caller gives up draining and drops this
     // future, they are aborted with it.
     let mut connections = tokio::task::JoinSet::new();
@@ -78,6 +82,8 @@ pub async fn serve(
             idle_timeout,
             client,
             client_cert: None,
+            max_head: max_head(&limits),
+            drain: Arc::clone(&drain),
         };
         let tls = tls.as_ref().map(|t| t.acceptor_for_http());
         connections.spawn(async move {
@@ -99,14 +105,16 @@ pub async fn serve(
             }
             let stream = IdleStream::new(stream, Arc::clone(&connection.activity));
             match tls {
-                None => connection.serve(stream).await,
+                None => connection.serve(stream, true).await,
                 Some((acceptor, client_certs)) => {
                     let handshake =
                         tokio::time::timeout(super::PREAMBLE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
-                            connection.client_cert = client_certs.headers(stream.get_ref().1);
-                            connection.serve(stream).await;
+                            let session = stream.get_ref().1;
+                            connection.client_cert = client_certs.headers(session);
+                            let h2 = session.alpn_protocol() == Some(b"h2");
+                            connection.serve(stream, !h2).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(%client, error = %e, "TLS handshake failed");
@@ -118,6 +126,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    drain.start();
     graceful.shutdown().await;
 }
 
@@ -132,11 +141,55 @@ struct Connection {
     client: SocketAddr,
     /// What targets are told of the client's certificate (mTLS listeners).
     client_cert: Option<ClientCertHeaders>,
+    /// The largest request head hyper's parser buffers for this listener.
+    max_head: usize,
+    /// Fires when the listener drains (for connections on the lean path).
+    drain: Arc<h1::Drain>,
 }
 
 impl Connection {
-    async fn serve<S>(self, io: S)
+    /// Serves the connection: HTTP/1.1 requests on the lean path while they are of the
+    /// kind it serves (`lean`), then, from the first request that is not, on hyper.
+    async fn serve<S>(self, io: S, lean: bool)
     where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = Arc::clone(&self.activity);
+        let client = Arc::new(Forwarded::new(self.client));
+        let watchdog = watch_http(&activity, self.idle_timeout);
+        tokio::pin!(watchdog);
+        if !lean {
+            return self.serve_hyper(io, client, watchdog).await;
+        }
+        let served = h1::serve(
+            io,
+            h1::Lean {
+                proxy: &self.proxy,
+                activity: &self.activity,
+                client: &client,
+                client_cert: self.client_cert.as_ref(),
+                max_head: self.max_head,
+                drain: &self.drain,
+            },
+        );
+        let rest = tokio::select! {
+            rest = served => rest,
+            () = &mut watchdog => {
+                tracing::debug!(client = %client.addr, "closing idle client connection");
+                return;
+            }
+        };
+        if let Some(io) = rest {
+            self.serve_hyper(io, client, watchdog).await;
+        }
+    }
+
+    async fn serve_hyper<S>(
+        self,
+        io: S,
+        client: Arc<Forwarded>,
+        watchdog: Pin<&mut impl Future<Output = ()>>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
@@ -144,30 +197,28 @@ impl Connection {
             watcher,
             proxy,
             activity,
-            idle_timeout,
-            client,
             client_cert,
+            ..
         } = self;
-        let service = {
-            let activity = Arc::clone(&activity);
-            service_fn(move |mut req: hyper::Request<Incoming>| {
-                if let Some(client_cert) = &client_cert {
-                    client_cert.apply(req.headers_mut());
-                }
-                let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
-                async move {
-                    let req = activity.request_started(req);
-                    let mut resp = proxy.handle(client, req).await;
-                    activity.request_ended();
-                    if let Body::Target(body, tail) = resp.body_mut() {
-                        if !http_body::Body::is_end_stream(body) {
-                            tail.open = Some(activity.response_streaming());
-                        }
+        let addr = client.addr;
+        let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+            if let Some(client_cert) = &client_cert {
+                client_cert.apply(req.headers_mut());
+            }
+            let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
+            let client = Arc::clone(&client);
+            async move {
+                let req = activity.request_started(req);
+                let mut resp = proxy.handle(&client, req).await;
+                activity.request_ended();
+                if let Body::Target(body, tail) = resp.body_mut() {
+                    if !http_body::Body::is_end_stream(body) {
+                        tail.open = Some(activity.response_streaming());
                     }
-                    Ok::<_, Infallible>(resp)
                 }
-            })
-        };
+                Ok::<_, Infallible>(resp)
+            }
+        });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
@@ -175,11 +226,11 @@ impl Connection {
         tokio::select! {
             result = conn => {
                 if let Err(e) = result {
-                    tracing::debug!(%client, error = %e, "client connection ended with an error");
+                    tracing::debug!(client = %addr, error = %e, "client connection ended with an error");
                 }
             }
-            () = watch_http(&activity, idle_timeout) => {
-                tracing::debug!(%client, "closing idle client connection");
+            () = watchdog => {
+                tracing::debug!(client = %addr, "closing idle client connection");
             }
         }
     }
@@ -212,7 +263,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // Room for a request line and headers at their limits; what exceeds the buffer
         // gets hyper's 431, what fits but exceeds a limit gets ours (414 or 431).
-        .max_buf_size((limits.max_header_bytes + limits.max_uri_bytes + 4096).max(8192))
+        .max_buf_size(max_head(limits))
         .max_headers(limits.max_headers + 1);
     builder
         .http2()
@@ -220,6 +271,11 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(256)
         .max_header_list_size((limits.max_header_bytes + limits.max_uri_bytes) as u32);
     builder
+}
+
+/// Room for a request line and headers at their limits.
+fn max_head(limits: &Limits) -> usize {
+    (limits.max_header_bytes + limits.max_uri_bytes + 4096).max(8192)
 }
 
 /// The listener's local address, for logs.

@@ -78,8 +78,17 @@ impl Activity {
                 self.bodies.fetch_add(1, Ordering::Relaxed);
                 Arc::clone(self)
             });
-            RequestBody { inner: body, open }
+            RequestBody {
+                inner: Some(body),
+                open,
+            }
         })
+    }
+
+    /// Counts a request without a body in flight from now (its head has arrived whole).
+    pub(crate) fn request_started_without_body(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head.store(false, Ordering::Relaxed);
     }
 
     /// Counts the request as answered (its response may still be streaming).
@@ -197,11 +206,20 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleStream<S> {
 /// arriving on the connection are taken as body, not as the next request's head.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: hyper::body::Incoming,
+    /// `None`: a request that has no body (read by the lean HTTP/1 server).
+    inner: Option<hyper::body::Incoming>,
     open: Option<Arc<Activity>>,
 }
 
 impl RequestBody {
+    /// The body of a request that has none.
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: None,
+            open: None,
+        }
+    }
+
     fn close(&mut self) {
         if let Some(activity) = self.open.take() {
             activity.bodies.fetch_sub(1, Ordering::Relaxed);
@@ -225,7 +243,10 @@ impl http_body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             this.close();
         }
@@ -233,11 +254,13 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
     }
 }
 

@@ -3,6 +3,7 @@
 //! Listeners are bound once at start (reloads never rebind sockets); each serves until
 //! its stop token fires, then drains its connections.
 
+mod h1;
 pub mod http;
 pub(crate) mod idle;
 mod mtls;

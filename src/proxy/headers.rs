@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use bytes::BytesMut;
 use smallvec::SmallVec;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{self, HeaderName, HeaderValue};
@@ -49,17 +49,23 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the (few) names finds what to remove; only those are removed.
-    // Hashing seven removals on every request and response cost several percent of CPU.
+    // Hashing seven removals on every request and response cost several percent of CPU,
+    // and so did making a name of every `Connection` token (an allocation each): tokens
+    // are compared with the names present instead.
     let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
     for (name, value) in headers.iter() {
         if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
             for token in tokens.filter(|t| !t.is_empty()) {
-                let Ok(named) = HeaderName::from_bytes(token.as_bytes()) else {
+                if token.eq_ignore_ascii_case("connection")
+                    || (upgrade && token.eq_ignore_ascii_case("upgrade"))
+                {
                     continue;
-                };
-                if named != header::CONNECTION && !(upgrade && named == header::UPGRADE) {
-                    doomed.push(named);
+                }
+                for named in headers.keys() {
+                    if named.as_str().eq_ignore_ascii_case(token) && !doomed.contains(named) {
+                        doomed.push(named.clone());
+                    }
                 }
             }
             doomed.push(header::CONNECTION);
@@ -75,35 +81,77 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Adds the `X-Forwarded-*` headers.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, port: u16) {
-    // Built in one buffer and validated once: this runs on every request.
-    let mut xff = BytesMut::with_capacity(64);
-    for existing in headers.get_all(&X_FORWARDED_FOR) {
-        xff.extend_from_slice(existing.as_bytes());
-        xff.extend_from_slice(b", ");
+/// The forwarding headers' values that stay the same for every request of a connection.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The client's address (after a PROXY protocol header, if any).
+    pub addr: SocketAddr,
+    /// `X-Forwarded-For` when the client sent none: its IP address.
+    ip: HeaderValue,
+}
+
+impl Forwarded {
+    /// The values for a client at `addr`, made once per connection.
+    pub fn new(addr: SocketAddr) -> Self {
+        let mut text = SmallVec::<[u8; 48]>::new();
+        push_ip(&mut text, addr.ip());
+        let ip = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""));
+        Self { addr, ip }
     }
-    match client {
+}
+
+fn push_ip(out: &mut SmallVec<[u8; 48]>, ip: IpAddr) {
+    match ip {
         IpAddr::V4(ip) => {
             for (i, octet) in ip.octets().iter().enumerate() {
                 if i > 0 {
-                    xff.extend_from_slice(b".");
+                    out.push(b'.');
                 }
-                push_decimal(&mut xff, u64::from(*octet));
+                push_decimal(out, u64::from(*octet));
             }
         }
         IpAddr::V6(ip) => {
-            let _ = write!(xff, "{ip}"); // writing to a BytesMut cannot fail
+            let _ = write!(Ascii(out), "{ip}"); // writing to a SmallVec cannot fail
         }
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(port));
 }
 
-fn push_decimal(buf: &mut BytesMut, mut n: u64) {
+/// `fmt::Write` into a byte buffer.
+struct Ascii<'a>(&'a mut SmallVec<[u8; 48]>);
+
+impl Write for Ascii<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Adds the `X-Forwarded-*` headers: `proto` and `port` are the listener's, made once.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &Forwarded,
+    proto: &HeaderValue,
+    port: &HeaderValue,
+) {
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = BytesMut::with_capacity(64);
+        for existing in headers.get_all(&X_FORWARDED_FOR) {
+            xff.extend_from_slice(existing.as_bytes());
+            xff.extend_from_slice(b", ");
+        }
+        xff.extend_from_slice(client.ip.as_bytes());
+        HeaderValue::from_maybe_shared(xff.freeze()).ok()
+    } else {
+        Some(client.ip.clone())
+    };
+    if let Some(v) = forwarded_for {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, proto.clone());
+    headers.insert(&X_FORWARDED_PORT, port.clone());
+}
+
+fn push_decimal<const N: usize>(buf: &mut SmallVec<[u8; N]>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -117,41 +165,44 @@ fn push_decimal(buf: &mut BytesMut, mut n: u64) {
     buf.extend_from_slice(&digits[i..]);
 }
 
-fn push_hex(buf: &mut BytesMut, n: u64, width: usize) {
+fn push_hex<const N: usize>(buf: &mut SmallVec<[u8; N]>, n: u64, width: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for shift in (0..width).rev() {
-        buf.extend_from_slice(&[HEX[((n >> (shift * 4)) & 0xf) as usize]]);
+        buf.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
     }
 }
 
 /// Sets `X-Amzn-Trace-Id`: a new `Root=` when absent, else a `Self=` field is added in
-/// front of the client's. Returns the header value for the access log.
-pub fn trace(headers: &mut HeaderMap) -> HeaderValue {
+/// front of the client's. The value is made on the stack and copied once.
+pub fn trace(headers: &mut HeaderMap) {
     let existing = headers.get(&X_AMZN_TRACE_ID).map(HeaderValue::as_bytes);
-    let mut value = BytesMut::with_capacity(48 + existing.map_or(0, <[u8]>::len));
+    let mut value = SmallVec::<[u8; 128]>::new();
     match existing {
         Some(e) if e.windows(5).any(|w| w == b"Root=") => value.extend_from_slice(b"Self="),
         _ => value.extend_from_slice(b"Root="),
     }
     push_trace_id(&mut value);
     if let Some(e) = existing.filter(|e| !e.is_empty()) {
-        value.extend_from_slice(b";");
+        value.push(b';');
         value.extend_from_slice(e);
     }
-    let value =
-        HeaderValue::from_maybe_shared(value.freeze()).unwrap_or(HeaderValue::from_static(""));
-    headers.insert(&X_AMZN_TRACE_ID, value.clone());
-    value
+    let value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
+    headers.insert(&X_AMZN_TRACE_ID, value);
+}
+
+/// The `X-Amzn-Trace-Id` a request carries (after [`trace`]).
+pub fn trace_id(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(&X_AMZN_TRACE_ID)
 }
 
 /// `1-{epoch seconds, 8 hex}-{96 random bits, 24 hex}`, the X-Ray trace id format.
-fn push_trace_id(buf: &mut BytesMut) {
+fn push_trace_id(buf: &mut SmallVec<[u8; 128]>) {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     buf.extend_from_slice(b"1-");
     push_hex(buf, secs & 0xffff_ffff, 8);
-    buf.extend_from_slice(b"-");
+    buf.push(b'-');
     push_hex(buf, u64::from(fastrand::u32(..)), 8);
     push_hex(buf, fastrand::u64(..), 16);
 }
@@ -176,6 +227,34 @@ mod tests {
     }
 
     #[test]
+    fn connection_tokens_remove_the_headers_they_name_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("X-Secret, ,bad token, connection"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_the_client_address_when_absent() {
+        let (proto, port) = (HeaderValue::from_static("https"), HeaderValue::from(443));
+        for (addr, text) in [
+            (SocketAddr::from(([10, 0, 0, 1], 1)), "10.0.0.1"),
+            ("[2001:db8::7]:1".parse().unwrap(), "2001:db8::7"),
+        ] {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, &Forwarded::new(addr), &proto, &port);
+            assert_eq!(h["x-forwarded-for"], text);
+            assert_eq!(h["x-forwarded-proto"], "https");
+            assert_eq!(h["x-forwarded-port"], "443");
+        }
+    }
+
+    #[test]
     fn upgrade_headers_survive_for_an_upgrade() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -190,7 +269,9 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        add_forwarded(&mut h, [127, 0, 0, 9].into(), "http", 8080);
+        let client = Forwarded::new(([127, 0, 0, 9], 4000).into());
+        let (proto, port) = (HeaderValue::from_static("http"), HeaderValue::from(8080));
+        add_forwarded(&mut h, &client, &proto, &port);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-port"], "8080");
@@ -199,8 +280,8 @@ mod tests {
     #[test]
     fn trace_id_is_created_or_extended() {
         let mut h = HeaderMap::new();
-        let v = trace(&mut h);
-        let v = v.to_str().unwrap();
+        trace(&mut h);
+        let v = trace_id(&h).unwrap().to_str().unwrap();
         assert!(
             v.starts_with("Root=1-") && v.len() == "Root=1-".len() + 8 + 1 + 24,
             "{v}"
@@ -210,8 +291,8 @@ mod tests {
             "x-amzn-trace-id",
             HeaderValue::from_static("Root=1-5759e988-bd862e3fe1be46a994272793"),
         );
-        let v = trace(&mut h);
-        let v = v.to_str().unwrap();
+        trace(&mut h);
+        let v = trace_id(&h).unwrap().to_str().unwrap();
         assert!(
             v.starts_with("Self=1-") && v.ends_with(";Root=1-5759e988-bd862e3fe1be46a994272793"),
             "{v}"

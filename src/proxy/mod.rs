@@ -11,10 +11,9 @@ mod error;
 pub mod headers;
 mod record;
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::listener::idle::RequestBody;
 use http::header::{self, HeaderValue};
@@ -24,6 +23,7 @@ use hyper_util::rt::TokioIo;
 
 pub use body::{Body, Tail};
 pub use error::Error;
+pub use headers::Forwarded;
 
 use crate::access_log::AccessLog;
 use crate::balance::sticky;
@@ -48,6 +48,9 @@ pub struct Proxy {
     port: u16,
     /// `"http"` or `"https"`, for `X-Forwarded-Proto` and redirects.
     scheme: &'static str,
+    /// `X-Forwarded-Proto` and `X-Forwarded-Port`, made once.
+    forwarded_proto: HeaderValue,
+    forwarded_port: HeaderValue,
 }
 
 /// Where a forwarded request goes, resolved from one route-table snapshot.
@@ -74,14 +77,16 @@ impl Proxy {
             listener,
             port,
             scheme,
+            forwarded_proto: HeaderValue::from_static(scheme),
+            forwarded_port: HeaderValue::from(port),
         }
     }
 
     /// Handles one request from `client`; never fails: errors become responses.
-    pub async fn handle(&self, client: SocketAddr, req: Request<RequestBody>) -> Response<Body> {
+    pub async fn handle(&self, client: &Forwarded, req: Request<RequestBody>) -> Response<Body> {
         let mut record = self.access_log.as_ref().map(|log| {
             let name = self.routes.load().listener(self.listener).name.clone();
-            Record::new(log, &name, client, &req)
+            Record::new(log, &name, client.addr, &req)
         });
         let mut resp = self.respond(client, req, record.as_mut()).await;
         if let Some(record) = record {
@@ -92,7 +97,7 @@ impl Proxy {
 
     async fn respond(
         &self,
-        client: SocketAddr,
+        client: &Forwarded,
         req: Request<RequestBody>,
         record: Option<&mut Record>,
     ) -> Response<Body> {
@@ -117,7 +122,7 @@ impl Proxy {
 
     async fn serve(
         &self,
-        client: SocketAddr,
+        client: &Forwarded,
         mut req: Request<RequestBody>,
         mut record: Option<&mut Record>,
     ) -> Result<Response<Body>, Error> {
@@ -149,7 +154,7 @@ impl Proxy {
                 query: req.uri().query(),
                 method: req.method(),
                 headers: req.headers(),
-                source_ip: client.ip(),
+                source_ip: client.addr.ip(),
             };
             let (action, priority) = listener.route(&rule_req);
             if let Some(record) = record.as_deref_mut() {
@@ -202,19 +207,24 @@ impl Proxy {
         let target = Arc::clone(forwarding.in_flight.target());
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let trace_id = self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
+        self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
         if let Some(record) = record.as_deref_mut() {
-            record.forwarding(&forwarding.group.config.name, target.addr, &trace_id);
+            let trace_id = headers::trace_id(req.headers());
+            record.forwarding(&forwarding.group.config.name, target.addr, trace_id);
         }
 
-        let started = counting.map(|_| Instant::now());
+        // One clock read serves the deadline and the response time.
+        let started = tokio::time::Instant::now();
         let sent = forwarding.group.upstream.send(&target, req, upgrade);
-        let outcome = match tokio::time::timeout(timeout, sent).await {
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
+        let outcome = match tokio::time::timeout_at(deadline, sent).await {
             Ok(Ok(sent)) => Ok(sent),
             Ok(Err(e)) => Err(Error::from_upstream(e)),
             Err(_) => Err(Error::Timeout),
         };
-        if let (Some(listeners), Some(started)) = (counting, started) {
+        if let Some(listeners) = counting {
             match &outcome {
                 Ok((resp, _)) => {
                     forwarding.group.counters.record(started.elapsed());
@@ -278,12 +288,12 @@ impl Proxy {
     fn prepare(
         &self,
         req: &mut Request<RequestBody>,
-        client: SocketAddr,
+        client: &Forwarded,
         target: &crate::target::Target,
         group: &routing::TargetGroup,
         upgrade: bool,
         close: bool,
-    ) -> HeaderValue {
+    ) {
         // HTTP/2 clients send the authority instead of a Host header; targets need Host.
         if !req.headers().contains_key(header::HOST) {
             if let Some(authority) = req.uri().authority() {
@@ -294,8 +304,8 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
-        headers::add_forwarded(headers, client.ip(), self.scheme, self.port);
-        let trace_id = headers::trace(headers);
+        headers::add_forwarded(headers, client, &self.forwarded_proto, &self.forwarded_port);
+        headers::trace(headers);
         if close {
             // Ambiguous request (desync defensive mode): the target connection must not
             // be reused either.
@@ -316,7 +326,6 @@ impl Proxy {
         }
         *req.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
         *req.version_mut() = group.upstream.version();
-        trace_id
     }
 }
 

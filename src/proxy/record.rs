@@ -84,11 +84,12 @@ impl Record {
         &mut self,
         group: &str,
         target: SocketAddr,
-        trace_id: &http::HeaderValue,
+        trace_id: Option<&http::HeaderValue>,
     ) {
         self.entry.target_group = Some(group.to_owned());
         self.entry.target = Some(target);
-        self.entry.trace_id = trace_id.to_str().unwrap_or("-").to_owned();
+        let trace_id = trace_id.and_then(|v| v.to_str().ok()).unwrap_or("-");
+        self.entry.trace_id = trace_id.to_owned();
         self.sent_to_target = Some(Instant::now());
     }
 

@@ -222,6 +222,9 @@ impl Rules {
 
     /// The id of the first rule, by priority, that the request matches.
     pub(crate) fn find(&self, req: &Request<'_>) -> Option<usize> {
+        if self.rules.is_empty() {
+            return None;
+        }
         let by_path: &[u32] = match self.index.at(req.path) {
             Ok(m) => &self.candidates[*m.value],
             Err(_) => &[],

@@ -36,6 +36,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub(crate) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The request head being written, kept for the connection's next request.
+    head: Vec<u8>,
 }
 
 impl Conn {
@@ -43,6 +45,7 @@ impl Conn {
         Self {
             stream,
             buf: BytesMut::new(),
+            head: Vec::with_capacity(512),
         }
     }
 
@@ -93,13 +96,15 @@ pub(crate) async fn send<B>(
     req: &Request<B>,
     target: &Arc<Target>,
 ) -> Result<Response<Body>, Error> {
-    let mut head = Vec::with_capacity(512);
+    let mut head = std::mem::take(&mut conn.head);
+    head.clear();
     encode(req, &mut head);
     // The request did not get through: the caller may send it again elsewhere.
     conn.stream
         .write_all(&head)
         .await
         .map_err(|_| Error::Closed)?;
+    conn.head = head;
     let head_request = req.method() == Method::HEAD;
     let mut reusable = !wants_close(req.headers());
     loop {
