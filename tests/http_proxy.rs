@@ -679,7 +679,7 @@ action = { fixed_response = { status = 418, content_type = "text/plain", body = 
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("transfer-encoding"), Some("chunked"));
-    assert_eq!(r.body.len(), "tick\n".len() * 3, "{:?}", r);
+    assert_eq!(r.body.len(), "tick\n".len() * 3, "{r:?}");
     assert!(!r.closed);
 
     // A sized one keeps the target's Content-Length.
