@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::routing::RouteTable;
-use crate::target::{now_ms, Health, Target};
+use crate::target::{ms_at, now_ms, Health, Target};
 
 /// Status classes counted: 1xx to 5xx.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -77,7 +77,7 @@ impl Default for GroupCounters {
 
 impl GroupCounters {
     /// Records one forwarded request and how long the target took to answer.
-    pub fn record(&self, elapsed: Duration) {
+    pub fn record(&self, elapsed: Duration, now: Instant) {
         let secs = elapsed.as_secs_f64();
         let bucket = BUCKETS
             .iter()
@@ -89,7 +89,7 @@ impl GroupCounters {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        let second = now_ms() / 1000;
+        let second = ms_at(now) / 1000;
         let (stamp, count) = &self.window[(second % 60) as usize];
         if stamp.load(Ordering::Relaxed) != second {
             // First request of a new second in this slot. Two racing requests may both
@@ -513,7 +513,7 @@ mod tests {
     fn the_last_minute_counts_recent_requests_only() {
         let g = GroupCounters::default();
         for _ in 0..7 {
-            g.record(Duration::from_millis(3));
+            g.record(Duration::from_millis(3), Instant::now());
         }
         assert_eq!(g.last_minute(), 7);
         assert_eq!(g.count.load(Ordering::Relaxed), 7);

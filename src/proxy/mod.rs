@@ -227,7 +227,9 @@ impl Proxy {
         if let Some(listeners) = counting {
             match &outcome {
                 Ok((resp, _)) => {
-                    forwarding.group.counters.record(started.elapsed());
+                    let now = tokio::time::Instant::now();
+                    let counters = &forwarding.group.counters;
+                    counters.record(now - started, now.into_std());
                     let status = resp.status().as_u16();
                     target
                         .counters
