@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 
 use super::idle::{Activity, RequestBody};
 use super::mtls::ClientCertHeaders;
+use crate::proxy::headers::push_decimal;
 use crate::proxy::{Body, Forwarded, Proxy};
 
 /// Header slots parsed on the stack; a head with more goes to hyper, which applies the
@@ -439,20 +440,6 @@ fn chunk_size(buf: &mut [u8; 18], len: usize) -> &[u8] {
     buf[16] = b'\r';
     buf[17] = b'\n';
     &buf[i..]
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A stream that yields `prefix` before reading from `inner`: hyper gets the bytes the

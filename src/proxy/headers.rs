@@ -151,7 +151,8 @@ pub fn add_forwarded(
     headers.insert(&X_FORWARDED_PORT, port.clone());
 }
 
-fn push_decimal<const N: usize>(buf: &mut SmallVec<[u8; N]>, mut n: u64) {
+/// `n` in decimal digits, appended to `buf`.
+pub(crate) fn push_decimal(buf: &mut impl Extend<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -162,7 +163,7 @@ fn push_decimal<const N: usize>(buf: &mut SmallVec<[u8; N]>, mut n: u64) {
             break;
         }
     }
-    buf.extend_from_slice(&digits[i..]);
+    buf.extend(digits[i..].iter().copied());
 }
 
 fn push_hex<const N: usize>(buf: &mut SmallVec<[u8; N]>, n: u64, width: usize) {
