@@ -174,41 +174,49 @@ async fn http1_client_reaches_an_http2_target() {
     proxy.stop().await;
 }
 
-#[tokio::test]
-async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
-    if std::process::Command::new("curl")
+fn curl_installed() -> bool {
+    std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok()
+}
+
+/// Runs `curl -sS --max-time 10 ARGS`; panics unless it succeeds. Returns its output.
+async fn curl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+    })
+    .await
+    .expect("the curl task")
+    .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
+    if !curl_installed() {
         eprintln!("curl not installed; skipping");
         return;
     }
     let b = backend("one").await;
     let proxy = proxy_to(&b, "", "protocol_version = \"http2\"").await;
     let url = proxy.url("/version");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "10",
-                "--http2-prior-knowledge",
-                "-w",
-                "\n%{http_version} %{http_code}",
-                &url,
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        "\n%{http_version} %{http_code}",
+        &url,
+    ])
+    .await;
     let (body, meta) = stdout.rsplit_once('\n').unwrap();
     assert_eq!(meta, "2 200", "curl's HTTP version and status");
     assert!(body.starts_with("HTTP/2"), "target saw {body:?}");
@@ -735,34 +743,22 @@ action = { fixed_response = { status = 418, content_type = "text/plain", body = 
 
 #[tokio::test]
 async fn curl_reads_chunked_and_sized_answers_through_the_lean_server() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if !curl_installed() {
         eprintln!("curl not installed; skipping");
         return;
     }
     let b = backend("one").await;
     let proxy = proxy_to(&b, "", "").await;
     // Two URLs on one connection: curl reuses it, and must find each answer's end.
-    let urls = [proxy.url("/drip?chunks=4&ms=10"), proxy.url("/")];
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--http1.1"])
-            .args(["-w", "|%{http_code}|%{num_connects}\\n"])
-            .args(urls)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (drip, sized) = (proxy.url("/drip?chunks=4&ms=10"), proxy.url("/"));
+    let text = curl(&[
+        "--http1.1",
+        "-w",
+        "|%{http_code}|%{num_connects}\\n",
+        &drip,
+        &sized,
+    ])
+    .await;
     assert_eq!(
         text,
         format!("{}|200|1\none|200|0\n", "tick\n".repeat(4)),
