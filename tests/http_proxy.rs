@@ -766,3 +766,27 @@ async fn curl_reads_chunked_and_sized_answers_through_the_lean_server() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_closes_mid_request_cancels_it() {
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "", "").await;
+    let target = b.addr.to_string();
+    let mut stream = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    stream
+        .write_all(b"GET /slow?ms=15000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request is in flight", async || {
+        in_flight(proxy.admin).await[&target] == 1
+    })
+    .await;
+    drop(stream);
+    // Well before the target would answer, the request is given up and its target
+    // no longer counts it (least-outstanding balancing reads that count).
+    eventually("the abandoned request is cancelled", async || {
+        in_flight(proxy.admin).await[&target] == 0
+    })
+    .await;
+    proxy.stop().await;
+}

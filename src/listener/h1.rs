@@ -158,7 +158,27 @@ where
         }
         let head_request = request.method() == Method::HEAD;
         lean.activity.request_started_without_body();
-        let mut resp = lean.proxy.handle(lean.client, request).await;
+        // While the request is in flight the connection is still read, as hyper does:
+        // a client that closes (or resets) cancels its request, and bytes arriving
+        // are the next request's, kept in the buffer.
+        let handled = lean.proxy.handle(lean.client, request);
+        tokio::pin!(handled);
+        let mut resp = loop {
+            if buf.capacity() == buf.len() {
+                buf.reserve(READ_SPARE);
+            }
+            tokio::select! {
+                biased;
+                resp = &mut handled => break resp,
+                read = io.read_buf(&mut buf), if buf.len() < lean.max_head => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        lean.activity.request_ended();
+                        tracing::debug!(client = %lean.client.addr, "client closed the connection before the answer");
+                        return None;
+                    }
+                }
+            }
+        };
         lean.activity.request_ended();
         if let Body::Target(body, tail) = resp.body_mut() {
             if !body.is_end_stream() {
