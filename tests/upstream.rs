@@ -211,3 +211,56 @@ async fn responses_with_bad_framing_get_502() {
     let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert!(closed && body.len() < 10, "closed: {closed}, {reply:?}");
 }
+
+#[tokio::test]
+async fn target_fields_reach_the_client_without_hop_by_hop_ones() {
+    // Plain hop-by-hop fields: the lean server writes the target's fields as received,
+    // leaving these out. `Connection` naming another field: that one goes too (the
+    // HeaderMap path).
+    let cases: [(&str, &'static [u8], &[&str]); 2] = [
+        (
+            "keep-alive fields",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok",
+            &["keep-alive", "proxy-connection"],
+        ),
+        (
+            "a field named by Connection",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Kept: yes\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nok",
+            &["x-secret"],
+        ),
+    ];
+    for (what, reply, dropped) in cases {
+        let (target, _) = scripted_target(reply, false).await;
+        let proxy = start_proxy(&config(target)).await;
+        // HTTP/1.1 is answered by the lean server, HTTP/1.0 by hyper's.
+        for version in ["1.1", "1.0"] {
+            let request = format!("GET / HTTP/{version}\r\nHost: a\r\n\r\n");
+            let r = raw_exchange(proxy.addrs[0], request.as_bytes()).await;
+            let context = format!("{what}, HTTP/{version}: {r:?}");
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (200, &b"ok"[..]),
+                "{context}"
+            );
+            assert_eq!(r.header("x-kept"), Some("yes"), "{context}");
+            assert_eq!(r.header("content-length"), Some("2"), "{context}");
+            let cookies: Vec<&str> = r
+                .headers
+                .iter()
+                .filter(|(k, _)| k == "set-cookie")
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(cookies, ["a=1", "b=2"], "{context}");
+            for name in dropped {
+                assert_eq!(r.header(name), None, "{name} passed: {context}");
+            }
+            // The target's own `Connection` never reaches the client.
+            assert!(
+                r.header("connection")
+                    .is_none_or(|v| v == "close" || v == "keep-alive"),
+                "{context}"
+            );
+        }
+        proxy.stop().await;
+    }
+}

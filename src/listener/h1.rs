@@ -36,6 +36,7 @@ use super::idle::{Activity, RequestBody};
 use super::mtls::ClientCertHeaders;
 use crate::proxy::headers::push_decimal;
 use crate::proxy::{Body, Forwarded, Proxy};
+use crate::upstream::Heads;
 
 /// Header slots parsed on the stack; a head with more goes to hyper, which applies the
 /// listener's own limit.
@@ -161,7 +162,7 @@ where
         // While the request is in flight the connection is still read, as hyper does:
         // a client that closes (or resets) cancels its request, and bytes arriving
         // are the next request's, kept in the buffer.
-        let handled = lean.proxy.handle(lean.client, request);
+        let handled = lean.proxy.handle(lean.client, request, Heads::Raw);
         tokio::pin!(handled);
         let mut resp = loop {
             if buf.capacity() == buf.len() {
@@ -328,16 +329,26 @@ where
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // A target's fields as received (hop-by-hop ones left out), then what the proxy
+    // added; or all of them from the map.
+    let raw = body.raw_head();
+    if let Some(raw) = raw {
+        raw.write_end_to_end(out);
+    }
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let has = |name: &header::HeaderName| {
+        headers.contains_key(name) || raw.is_some_and(|r| r.has(name.as_str()))
+    };
     let mut chunked = false;
-    let framed = headers.contains_key(header::CONTENT_LENGTH)
+    let framed = has(&header::CONTENT_LENGTH)
         || status.is_informational()
         || status == StatusCode::NO_CONTENT;
+    let dated = has(&header::DATE);
     if !framed {
         match body.size_hint().exact() {
             Some(len) if status != StatusCode::NOT_MODIFIED => {
@@ -353,7 +364,7 @@ where
             }
         }
     }
-    if !headers.contains_key(header::DATE) {
+    if !dated {
         out.extend_from_slice(b"date: ");
         date::push_now(out);
         out.extend_from_slice(b"\r\n");
@@ -368,8 +379,12 @@ where
         io.flush().await?;
         return Ok(!close);
     }
-    // The head goes out with the first chunk; then each chunk as it comes.
-    let mut head = Some(&out[..]);
+    // The head goes out with the first chunk (and, if that is all, the chunked
+    // terminator); then each chunk as it comes. Small pieces are gathered into `out`:
+    // a buffer held across the writes would make this future kilobytes larger, and it
+    // is moved on every request.
+    let mut head_sent = false;
+    let mut ended = false;
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         let data = match frame {
@@ -390,42 +405,56 @@ where
             &[][..]
         };
         let crlf: &[u8] = if chunked { b"\r\n" } else { b"" };
-        write_all(io, &mut [head.take().unwrap_or(&[]), size, &data, crlf]).await?;
-        if body.is_end_stream() {
+        let last = body.is_end_stream();
+        if head_sent {
+            write_all(io, &mut [size, &data, crlf]).await?;
+        } else if data.len() <= COALESCE || !io.is_write_vectored() {
+            out.extend_from_slice(size);
+            out.extend_from_slice(&data);
+            out.extend_from_slice(crlf);
+            if last && chunked {
+                out.extend_from_slice(b"0\r\n\r\n");
+                ended = true;
+            }
+            io.write_all(out).await?;
+        } else {
+            write_all(io, &mut [out, size, &data, crlf]).await?;
+        }
+        head_sent = true;
+        if last {
             break;
         }
     }
-    let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-    write_all(io, &mut [head.take().unwrap_or(&[]), end]).await?;
+    if !head_sent {
+        io.write_all(out).await?;
+    }
+    if chunked && !ended {
+        io.write_all(b"0\r\n\r\n").await?;
+    }
     io.flush().await?;
     Ok(!close)
 }
 
-/// Writes every byte of `parts`, in as few calls as the stream allows: small parts are
-/// gathered into one buffer first (TLS streams take one slice per call).
+/// Writes every byte of `parts`: with one `writev` where the stream takes them,
+/// else part by part.
 async fn write_all<S>(io: &mut S, parts: &mut [&[u8]]) -> io::Result<()>
 where
     S: AsyncWrite + Unpin,
 {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    if total == 0 {
-        return Ok(());
-    }
-    if total <= COALESCE || !io.is_write_vectored() {
-        if total <= COALESCE {
-            let mut joined = smallvec::SmallVec::<[u8; COALESCE]>::new();
-            for part in parts.iter() {
-                joined.extend_from_slice(part);
-            }
-            return io.write_all(&joined).await;
-        }
+    if !io.is_write_vectored() {
         for part in parts.iter() {
             io.write_all(part).await?;
         }
         return Ok(());
     }
     let mut parts = &mut parts[..];
-    while !parts.is_empty() {
+    loop {
+        while parts.first().is_some_and(|p| p.is_empty()) {
+            parts = &mut parts[1..];
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
         let slices: smallvec::SmallVec<[IoSlice<'_>; 4]> =
             parts.iter().map(|p| IoSlice::new(p)).collect();
         let mut written = io.write_vectored(&slices).await?;
@@ -441,7 +470,6 @@ where
             parts = &mut parts[1..];
         }
     }
-    Ok(())
 }
 
 /// `{len:x}\r\n` into `buf`.

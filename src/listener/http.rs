@@ -27,6 +27,7 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Body, Forwarded, Proxy};
 use crate::routing::Routes;
+use crate::upstream::Heads;
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
 /// their in-flight requests (the caller bounds that wait). With `tls`, each connection
@@ -209,7 +210,7 @@ impl Connection {
             let client = Arc::clone(&client);
             async move {
                 let req = activity.request_started(req);
-                let mut resp = proxy.handle(&client, req).await;
+                let mut resp = proxy.handle(&client, req, Heads::Map).await;
                 activity.request_ended();
                 if let Body::Target(body, tail) = resp.body_mut() {
                     if !http_body::Body::is_end_stream(body) {

@@ -67,6 +67,15 @@ impl Drop for Body {
 }
 
 impl Body {
+    /// A target's response fields as received, when they were asked for so (they are
+    /// then not in the response's `HeaderMap`, which holds only what the proxy added).
+    pub fn raw_head(&self) -> Option<&crate::upstream::RawHead> {
+        match self {
+            Body::Target(body, _) => body.raw_head(),
+            Body::Full(_) => None,
+        }
+    }
+
     /// A body of these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Body::Full(Some(bytes.into()))

@@ -32,6 +32,7 @@ use crate::listener::idle::{watch_idle, Activity, IdleStream};
 use crate::metrics::Metrics;
 use crate::routing::{self, Action, Routes};
 use crate::target::InFlight;
+use crate::upstream::Heads;
 use record::Record;
 
 /// Serves the requests of one listener.
@@ -83,47 +84,49 @@ impl Proxy {
     }
 
     /// Handles one request from `client`; never fails: errors become responses.
-    pub async fn handle(&self, client: &Forwarded, req: Request<RequestBody>) -> Response<Body> {
+    /// `heads`: whether the caller writes a target's response fields as received
+    /// ([`Heads::Raw`], the lean HTTP/1 server) or needs them in the `HeaderMap`.
+    pub async fn handle(
+        &self,
+        client: &Forwarded,
+        req: Request<RequestBody>,
+        heads: Heads,
+    ) -> Response<Body> {
         let mut record = self.access_log.as_ref().map(|log| {
             let name = self.routes.load().listener(self.listener).name.clone();
             Record::new(log, &name, client.addr, &req)
         });
-        let mut resp = self.respond(client, req, record.as_mut()).await;
+        let mut resp = match self.serve(client, req, heads, record.as_mut()).await {
+            Ok(resp) => resp,
+            Err(e) => self.error_response(&e, record.as_mut()),
+        };
         if let Some(record) = record {
             record.finish(&mut resp);
         }
         resp
     }
 
-    async fn respond(
-        &self,
-        client: &Forwarded,
-        req: Request<RequestBody>,
-        record: Option<&mut Record>,
-    ) -> Response<Body> {
-        let mut record = record;
-        match self.serve(client, req, record.as_deref_mut()).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(error = %e, reason = e.label(), "request answered by the proxy");
-                if let Some(record) = record {
-                    record.error(e.label());
-                }
-                self.count_elb_response(e.status());
-                let mut resp = status_response(e.status());
-                if e.closes_connection() {
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                resp
-            }
+    /// The proxy's own answer to a request it could not forward. (Not an `async fn`
+    /// around `serve`: each level of nesting copies the whole request future again.)
+    fn error_response(&self, e: &Error, record: Option<&mut Record>) -> Response<Body> {
+        tracing::debug!(error = %e, reason = e.label(), "request answered by the proxy");
+        if let Some(record) = record {
+            record.error(e.label());
         }
+        self.count_elb_response(e.status());
+        let mut resp = status_response(e.status());
+        if e.closes_connection() {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     async fn serve(
         &self,
         client: &Forwarded,
         mut req: Request<RequestBody>,
+        heads: Heads,
         mut record: Option<&mut Record>,
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
@@ -215,7 +218,12 @@ impl Proxy {
 
         // One clock read serves the deadline and the response time.
         let started = tokio::time::Instant::now();
-        let sent = forwarding.group.upstream.send(&target, req, upgrade);
+        // Fields as received cannot be searched for the application's cookie.
+        let heads = match forwarding.group.config.stickiness {
+            Some(Stickiness::AppCookie { .. }) => Heads::Map,
+            _ => heads,
+        };
+        let sent = forwarding.group.upstream.send(&target, req, upgrade, heads);
         let deadline = started
             .checked_add(timeout)
             .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));

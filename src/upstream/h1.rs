@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONNECTION;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,6 +95,7 @@ pub(crate) async fn send<B>(
     mut conn: Conn,
     req: &Request<B>,
     target: &Arc<Target>,
+    heads: Heads,
 ) -> Result<Response<Body>, Error> {
     let mut head = std::mem::take(&mut conn.head);
     head.clear();
@@ -106,10 +107,14 @@ pub(crate) async fn send<B>(
         .map_err(|_| Error::Closed)?;
     conn.head = head;
     let head_request = req.method() == Method::HEAD;
-    let mut reusable = !wants_close(req.headers());
+    let request_closes = closes(
+        req.headers()
+            .get_all(CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
     loop {
-        let parsed = read_head(&mut conn).await?;
-        let (status, version, headers) = parsed;
+        let (status, version, raw) = read_head(&mut conn).await?;
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
                 return Err(Error::Invalid(
@@ -118,16 +123,21 @@ pub(crate) async fn send<B>(
             }
             continue; // 100 Continue, 103 Early Hints: the final answer follows
         }
-        let framing = framing(status, head_request, &headers)?;
-        reusable &= version == Version::HTTP_11 && !wants_close(&headers);
-        if matches!(framing, Framing::Eof) {
-            reusable = false;
-        }
+        let framing = framing(status, head_request, &raw)?;
+        let reusable = !request_closes
+            && version == Version::HTTP_11
+            && !closes(raw.values("connection"))
+            && !matches!(framing, Framing::Eof);
+        let (headers, raw) = match heads {
+            Heads::Raw if raw.passes_through() => (HeaderMap::new(), Some(Box::new(raw))),
+            _ => (raw.into_map()?, None),
+        };
         let mut resp = Response::new(Body {
             conn: Some(conn),
             framing,
             reusable,
             target: Arc::clone(target),
+            raw,
         });
         *resp.status_mut() = status;
         *resp.version_mut() = version;
@@ -136,13 +146,112 @@ pub(crate) async fn send<B>(
     }
 }
 
-fn wants_close(headers: &HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("close"))
+/// How the caller takes the response's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heads {
+    /// In the response's `HeaderMap`.
+    Map,
+    /// As received, in the body ([`Body::raw_head`]), when no field needs more than
+    /// leaving out hop-by-hop ones; the `HeaderMap` then starts empty (for fields the
+    /// proxy adds). Else in the `HeaderMap`, as with [`Heads::Map`].
+    Raw,
+}
+
+/// Whether `Connection` values have the `close` token.
+fn closes<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values.any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
+}
+
+/// Header fields a proxy does not pass on (RFC 9110 §7.6.1), besides those a
+/// `Connection` field names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// A response head as received: its bytes, and where each field's name and value lie
+/// in them (values share these bytes once in a `HeaderMap`).
+#[derive(Debug)]
+pub struct RawHead {
+    bytes: Bytes,
+    fields: smallvec::SmallVec<[Field; 8]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl RawHead {
+    fn slice(&self, (at, len): (u32, u32)) -> &[u8] {
+        &self.bytes[at as usize..(at + len) as usize]
+    }
+
+    /// The values of the fields called `name` (lower case), in order.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |f| self.slice(f.name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|f| self.slice(f.value))
+    }
+
+    /// Whether a field called `name` (lower case) is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// Whether passing the fields on takes no more than leaving out the hop-by-hop
+    /// ones: `Connection` names nothing else (a field it names would have to go too).
+    fn passes_through(&self) -> bool {
+        self.values("connection").all(|v| {
+            v.split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .all(|t| t.is_empty() || t.eq_ignore_ascii_case(b"close") || is_hop_by_hop(t))
+        })
+    }
+
+    /// Appends the end-to-end fields as `name: value` lines, as received.
+    pub fn write_end_to_end(&self, out: &mut Vec<u8>) {
+        for f in &self.fields {
+            let name = self.slice(f.name);
+            if !is_hop_by_hop(name) {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(self.slice(f.value));
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// All the fields in a `HeaderMap`.
+    fn into_map(self) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for f in &self.fields {
+            let name = HeaderName::from_bytes(self.slice(f.name))
+                .map_err(|_| Error::Invalid("bad header name"))?;
+            let (at, len) = (f.value.0 as usize, f.value.1 as usize);
+            let value = HeaderValue::from_maybe_shared(self.bytes.slice(at..at + len))
+                .map_err(|_| Error::Invalid("bad header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 /// `METHOD target HTTP/1.1`, the headers, an empty line.
@@ -162,62 +271,19 @@ fn encode<B>(req: &Request<B>, out: &mut Vec<u8>) {
 }
 
 /// Reads until a whole response head is buffered, and parses it.
-async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, HeaderMap), Error> {
+async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, RawHead), Error> {
     let mut first = true;
     loop {
         if !conn.buf.is_empty() {
-            // Left uninitialised: zeroing 128 slots (4 KiB) per response showed up in
-            // profiles.
-            let mut slots =
-                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut []);
-            let config = httparse::ParserConfig::default();
-            match config.parse_response_with_uninit_headers(&mut parsed, &conn.buf, &mut slots) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = parsed
-                        .code
-                        .and_then(|c| StatusCode::from_u16(c).ok())
-                        .ok_or(Error::Invalid("bad status code"))?;
-                    let version = match parsed.version {
-                        Some(1) => Version::HTTP_11,
-                        _ => Version::HTTP_10,
-                    };
-                    let count = parsed.headers.len();
-                    // Offsets, so the values can share the head's bytes once frozen.
-                    let mut spans: smallvec::SmallVec<[(usize, usize, usize, usize); 32]> =
-                        smallvec::SmallVec::with_capacity(count);
-                    let base = conn.buf.as_ptr() as usize;
-                    for h in parsed.headers.iter() {
-                        let name = h.name.as_ptr() as usize - base;
-                        let value = h.value.as_ptr() as usize - base;
-                        spans.push((name, h.name.len(), value, h.value.len()));
-                    }
-                    let head = conn.buf.split_to(len).freeze();
-                    let mut headers = HeaderMap::with_capacity(count);
-                    for (name, name_len, value, value_len) in spans {
-                        let name = HeaderName::from_bytes(&head[name..name + name_len])
-                            .map_err(|_| Error::Invalid("bad header name"))?;
-                        let value =
-                            HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-                                .map_err(|_| Error::Invalid("bad header value"))?;
-                        headers.append(name, value);
-                    }
-                    return Ok((status, version, headers));
-                }
-                Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(Error::Invalid("response head too large"))
-                }
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(Error::Invalid("too many response headers"))
-                }
-                Err(_) => return Err(Error::Invalid("malformed response head")),
+            match parse_head(&mut conn.buf)? {
+                Some(parsed) => return Ok(parsed),
+                None if conn.buf.len() < MAX_HEAD => {}
+                None => return Err(Error::Invalid("response head too large")),
             }
         }
         conn.buf.reserve(READ_CHUNK);
         let n = match conn.stream.read_buf(&mut conn.buf).await {
             Ok(n) => n,
-            // Reset before answering: as if it had closed.
             Err(_) if first && conn.buf.is_empty() => return Err(Error::Closed),
             Err(e) => return Err(e.into()),
         };
@@ -230,6 +296,45 @@ async fn read_head(conn: &mut Conn) -> Result<(StatusCode, Version, HeaderMap), 
         }
         first = false;
     }
+}
+
+/// Parses a whole response head off the front of `buf` (`None`: not whole yet).
+fn parse_head(buf: &mut BytesMut) -> Result<Option<(StatusCode, Version, RawHead)>, Error> {
+    // Left uninitialised: zeroing 128 slots (4 KiB) per response showed up in profiles.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("too many response headers"))
+        }
+        Err(_) => return Err(Error::Invalid("malformed response head")),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Invalid("bad status code"))?;
+    let version = match parsed.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    // Offsets, so the fields can share the head's bytes once frozen (heads are at most
+    // MAX_HEAD bytes: the offsets fit in u32).
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    let fields = parsed
+        .headers
+        .iter()
+        .map(|h| Field {
+            name: span(h.name.as_bytes()),
+            value: span(h.value),
+        })
+        .collect();
+    let bytes = buf.split_to(len).freeze();
+    Ok(Some((status, version, RawHead { bytes, fields })))
 }
 
 /// How the response body is delimited.
@@ -255,16 +360,15 @@ enum Chunk {
     Trailers,
 }
 
-fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> Result<Framing, Error> {
+fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Framing, Error> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if let Some(last) = head.values("transfer-encoding").last() {
         let chunked = last
-            .to_str()
-            .ok()
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         return Ok(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
@@ -272,12 +376,12 @@ fn framing(status: StatusCode, head_request: bool, headers: &HeaderMap) -> Resul
         });
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.to_str().unwrap_or("x").split(',') {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| Error::Invalid("bad Content-Length"))?;
+    for value in head.values("content-length") {
+        for part in value.split(|&b| b == b',') {
+            let n: u64 = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .ok_or(Error::Invalid("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Invalid("conflicting Content-Length values"));
             }
@@ -294,9 +398,17 @@ pub struct Body {
     framing: Framing,
     reusable: bool,
     target: Arc<Target>,
+    /// The response's fields as received ([`Heads::Raw`]); boxed, as the body is
+    /// moved several times on its way to the client.
+    raw: Option<Box<RawHead>>,
 }
 
 impl Body {
+    /// The response's fields as received, when the caller asked for them so.
+    pub(crate) fn raw_head(&self) -> Option<&RawHead> {
+        self.raw.as_deref()
+    }
+
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
             // Bytes past the end of the body would start the next response wrong.
@@ -539,16 +651,42 @@ mod tests {
         assert!(decode(b"3\r\nabcX\r\n", 8).is_err());
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                    HeaderValue::from_str(v).unwrap(),
-                )
-            })
-            .collect()
+    fn headers(pairs: &[(&str, &str)]) -> RawHead {
+        let mut text = String::from("HTTP/1.1 200 OK\r\n");
+        for (k, v) in pairs {
+            text.push_str(&format!("{k}: {v}\r\n"));
+        }
+        text.push_str("\r\n");
+        parse_head(&mut BytesMut::from(text.as_bytes()))
+            .unwrap()
+            .unwrap()
+            .2
+    }
+
+    #[test]
+    fn fields_pass_through_without_hop_by_hop_ones() {
+        let head = headers(&[
+            ("Server", "nginx"),
+            ("Connection", "keep-alive"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("X-Backend", "b1"),
+            ("Set-Cookie", "a=1"),
+        ]);
+        assert!(head.passes_through());
+        let mut out = Vec::new();
+        head.write_end_to_end(&mut out);
+        assert_eq!(
+            out,
+            b"Server: nginx\r\nX-Backend: b1\r\nSet-Cookie: a=1\r\n"
+        );
+        assert!(head.has("x-backend") && !head.has("date"));
+        let map = head.into_map().unwrap();
+        assert_eq!(map.len(), 6);
+        assert_eq!(map["x-backend"], "b1");
+        // A field named by `Connection` must go too: that takes the HeaderMap path.
+        assert!(!headers(&[("Connection", "close, X-Secret"), ("X-Secret", "1")]).passes_through());
+        assert!(headers(&[("Connection", "Close, Keep-Alive, TE")]).passes_through());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod h1;
 mod tls;
 
+pub use h1::{Heads, RawHead};
 pub use tls::Conn;
 
 use std::io;
@@ -116,6 +117,16 @@ pub enum ResponseBody {
     Lean(h1::Body),
 }
 
+impl ResponseBody {
+    /// The response's fields as received ([`Heads::Raw`] on the lean path).
+    pub fn raw_head(&self) -> Option<&RawHead> {
+        match self {
+            ResponseBody::Lean(b) => b.raw_head(),
+            ResponseBody::Hyper(_) => None,
+        }
+    }
+}
+
 impl http_body::Body for ResponseBody {
     type Data = bytes::Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -203,12 +214,15 @@ impl Client {
     /// need an origin-form URI, HTTP/2 ones an absolute URI. For HTTP/1.1 on hyper's
     /// client the connection comes back as a [`Reusable`], to release when the
     /// response body is done; the lean path's body releases its own. `upgrade`: the
-    /// request asks for a protocol upgrade (hyper's client carries those).
+    /// request asks for a protocol upgrade (hyper's client carries those). `heads`:
+    /// how the lean path hands over the response's fields (hyper's always fill the
+    /// `HeaderMap`).
     pub async fn send(
         &self,
         target: &Arc<Target>,
         req: Request<RequestBody>,
         upgrade: bool,
+        heads: Heads,
     ) -> Result<(Response<ResponseBody>, Option<Reusable>), Error> {
         use http_body::Body as _;
         let hyper = |(resp, reuse): (Response<Incoming>, Option<Reusable>)| {
@@ -218,7 +232,7 @@ impl Client {
             ProtocolVersion::Http1
                 if self.tls.is_none() && !upgrade && req.body().is_end_stream() =>
             {
-                self.send_lean(target, req).await.map(|r| (r, None))
+                self.send_lean(target, req, heads).await.map(|r| (r, None))
             }
             ProtocolVersion::Http1 => self.send_http1(target, req).await.map(hyper),
             ProtocolVersion::Http2 => self.send_http2(target, req).await.map(|r| hyper((r, None))),
@@ -233,13 +247,14 @@ impl Client {
         &self,
         target: &Arc<Target>,
         req: Request<RequestBody>,
+        heads: Heads,
     ) -> Result<Response<ResponseBody>, Error> {
         let repeatable = h1::retryable(req.method());
         while let Some(conn) = target.pool.take_lean() {
             if !conn.is_usable() {
                 continue;
             }
-            match h1::send(conn, &req, target).await {
+            match h1::send(conn, &req, target, heads).await {
                 Ok(resp) => return Ok(resp.map(ResponseBody::Lean)),
                 Err(h1::Error::Closed) if repeatable => continue,
                 Err(e) => return Err(Error::Lean(e)),
@@ -250,7 +265,7 @@ impl Client {
                 "the lean path is for clear-text targets",
             )));
         };
-        h1::send(h1::Conn::new(stream), &req, target)
+        h1::send(h1::Conn::new(stream), &req, target, heads)
             .await
             .map(|resp| resp.map(ResponseBody::Lean))
             .map_err(Error::Lean)
@@ -283,13 +298,7 @@ impl Client {
                 },
             }
         }
-        let io = TokioIo::new(self.connect(target.addr).await?);
-        let (mut sender, conn) = http1::handshake(io).await.map_err(Error::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "target connection ended with an error");
-            }
-        });
+        let mut sender = Box::pin(self.open_http1(target)).await?;
         let resp = sender.send_request(req).await.map_err(Error::Request)?;
         Ok((
             resp,
@@ -316,24 +325,45 @@ impl Client {
         let mut sender = match pooled {
             Some(sender) => sender,
             None => {
-                let io = TokioIo::new(self.connect(target.addr).await?);
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .keep_alive_interval(Duration::from_secs(30))
-                    .handshake(io)
-                    .await
-                    .map_err(Error::Handshake)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "target connection ended with an error");
-                    }
-                });
+                let sender = Box::pin(self.open_http2(target)).await?;
                 *target.pool.http2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
                 sender
             }
         };
         sender.ready().await.map_err(Error::Request)?;
         sender.send_request(req).await.map_err(Error::Request)
+    }
+
+    // Opening a connection is boxed by the callers: its handshake state is large, and
+    // every request future would otherwise carry (and move) it, pooled or not.
+
+    /// A new HTTP/1.1 connection to `target`, driven by its own task.
+    async fn open_http1(&self, target: &Target) -> Result<http1::SendRequest<RequestBody>, Error> {
+        let io = TokioIo::new(self.connect(target.addr).await?);
+        let (sender, conn) = http1::handshake(io).await.map_err(Error::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "target connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A new HTTP/2 connection to `target`, driven by its own task.
+    async fn open_http2(&self, target: &Target) -> Result<http2::SendRequest<RequestBody>, Error> {
+        let io = TokioIo::new(self.connect(target.addr).await?);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(io)
+            .await
+            .map_err(Error::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "target connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Opens a connection to `addr`, TLS for `https` and `tls` groups; the TCP connect
@@ -347,7 +377,9 @@ impl Client {
                 Some(tls) => tls.handshake(addr, stream).await.map_err(Error::Tls),
             }
         };
-        tokio::time::timeout(self.connect_timeout, connect)
+        // Boxed: a TLS handshake's state is kilobytes, and every request future that
+        // may connect would carry (and move) it even when a pooled connection serves.
+        tokio::time::timeout(self.connect_timeout, Box::pin(connect))
             .await
             .map_err(|_| Error::ConnectTimeout)?
     }
