@@ -36,7 +36,7 @@ use super::idle::{Activity, RequestBody};
 use super::mtls::ClientCertHeaders;
 use crate::proxy::headers::push_decimal;
 use crate::proxy::{Body, Forwarded, Proxy};
-use crate::upstream::Heads;
+use crate::upstream::{Heads, RawHead};
 
 /// Header slots parsed on the stack; a head with more goes to hyper, which applies the
 /// listener's own limit.
@@ -341,14 +341,12 @@ where
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let has = |name: &header::HeaderName| {
-        headers.contains_key(name) || raw.is_some_and(|r| r.has(name.as_str()))
-    };
     let mut chunked = false;
-    let framed = has(&header::CONTENT_LENGTH)
+    let framed = raw.is_some_and(RawHead::has_content_length)
+        || headers.contains_key(header::CONTENT_LENGTH)
         || status.is_informational()
         || status == StatusCode::NO_CONTENT;
-    let dated = has(&header::DATE);
+    let dated = raw.is_some_and(RawHead::has_date) || headers.contains_key(header::DATE);
     if !framed {
         match body.size_hint().exact() {
             Some(len) if status != StatusCode::NOT_MODIFIED => {

@@ -166,11 +166,14 @@ pub(crate) fn push_decimal(buf: &mut impl Extend<u8>, mut n: u64) {
     buf.extend(digits[i..].iter().copied());
 }
 
+/// The low `width` (at most 16) hex digits of `n`, appended to `buf`.
 fn push_hex<const N: usize>(buf: &mut SmallVec<[u8; N]>, n: u64, width: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..width).rev() {
-        buf.push(HEX[((n >> (shift * 4)) & 0xf) as usize]);
+    let mut digits = [0u8; 16];
+    for (i, d) in digits[..width].iter_mut().enumerate() {
+        *d = HEX[((n >> ((width - 1 - i) * 4)) & 0xf) as usize];
     }
+    buf.extend_from_slice(&digits[..width]);
 }
 
 /// Sets `X-Amzn-Trace-Id`: a new `Root=` when absent, else a `Self=` field is added in

@@ -126,7 +126,7 @@ pub(crate) async fn send<B>(
         let framing = framing(status, head_request, &raw)?;
         let reusable = !request_closes
             && version == Version::HTTP_11
-            && !closes(raw.values("connection"))
+            && !closes(raw.values(Kind::Connection))
             && !matches!(framing, Framing::Eof);
         let (headers, raw) = match heads {
             Heads::Raw if raw.passes_through() => (HeaderMap::new(), Some(Box::new(raw))),
@@ -165,23 +165,42 @@ fn closes<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
     })
 }
 
-/// Header fields a proxy does not pass on (RFC 9110 §7.6.1), besides those a
-/// `Connection` field names.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
-];
+/// What the proxy needs to know of a response field, found once when the head is
+/// parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Passed on as it is.
+    EndToEnd,
+    ContentLength,
+    Date,
+    Connection,
+    TransferEncoding,
+    /// Another field a proxy does not pass on (RFC 9110 §7.6.1).
+    HopByHop,
+}
 
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+impl Kind {
+    fn of(name: &[u8]) -> Kind {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        // By length first: most names are compared with none or one of these.
+        match name.len() {
+            2 if is("te") => Kind::HopByHop,
+            4 if is("date") => Kind::Date,
+            7 if is("trailer") || is("upgrade") => Kind::HopByHop,
+            10 if is("connection") => Kind::Connection,
+            10 if is("keep-alive") => Kind::HopByHop,
+            14 if is("content-length") => Kind::ContentLength,
+            16 if is("proxy-connection") => Kind::HopByHop,
+            17 if is("transfer-encoding") => Kind::TransferEncoding,
+            19 if is("proxy-authorization") => Kind::HopByHop,
+            _ => Kind::EndToEnd,
+        }
+    }
+
+    /// Whether a proxy passes such a field on.
+    fn passed_on(self) -> bool {
+        matches!(self, Kind::EndToEnd | Kind::ContentLength | Kind::Date)
+    }
 }
 
 /// A response head as received: its bytes, and where each field's name and value lie
@@ -196,6 +215,7 @@ pub struct RawHead {
 struct Field {
     name: (u32, u32),
     value: (u32, u32),
+    kind: Kind,
 }
 
 impl RawHead {
@@ -203,39 +223,41 @@ impl RawHead {
         &self.bytes[at as usize..(at + len) as usize]
     }
 
-    /// The values of the fields called `name` (lower case), in order.
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    /// The values of the fields of this kind, in order.
+    fn values(&self, kind: Kind) -> impl Iterator<Item = &[u8]> + '_ {
         self.fields
             .iter()
-            .filter(move |f| self.slice(f.name).eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |f| f.kind == kind)
             .map(|f| self.slice(f.value))
     }
 
-    /// Whether a field called `name` (lower case) is present.
-    pub fn has(&self, name: &str) -> bool {
-        self.values(name).next().is_some()
+    /// Whether the head has a `Content-Length`.
+    pub fn has_content_length(&self) -> bool {
+        self.fields.iter().any(|f| f.kind == Kind::ContentLength)
+    }
+
+    /// Whether the head has a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.fields.iter().any(|f| f.kind == Kind::Date)
     }
 
     /// Whether passing the fields on takes no more than leaving out the hop-by-hop
     /// ones: `Connection` names nothing else (a field it names would have to go too).
     fn passes_through(&self) -> bool {
-        self.values("connection").all(|v| {
-            v.split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .all(|t| t.is_empty() || t.eq_ignore_ascii_case(b"close") || is_hop_by_hop(t))
+        self.values(Kind::Connection).all(|v| {
+            v.split(|&b| b == b',').map(<[u8]>::trim_ascii).all(|t| {
+                t.is_empty() || t.eq_ignore_ascii_case(b"close") || !Kind::of(t).passed_on()
+            })
         })
     }
 
     /// Appends the end-to-end fields as `name: value` lines, as received.
     pub fn write_end_to_end(&self, out: &mut Vec<u8>) {
-        for f in &self.fields {
-            let name = self.slice(f.name);
-            if !is_hop_by_hop(name) {
-                out.extend_from_slice(name);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(self.slice(f.value));
-                out.extend_from_slice(b"\r\n");
-            }
+        for f in self.fields.iter().filter(|f| f.kind.passed_on()) {
+            out.extend_from_slice(self.slice(f.name));
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(self.slice(f.value));
+            out.extend_from_slice(b"\r\n");
         }
     }
 
@@ -331,6 +353,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(StatusCode, Version, RawHead
         .map(|h| Field {
             name: span(h.name.as_bytes()),
             value: span(h.value),
+            kind: Kind::of(h.name.as_bytes()),
         })
         .collect();
     let bytes = buf.split_to(len).freeze();
@@ -364,7 +387,7 @@ fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Fra
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if let Some(last) = head.values("transfer-encoding").last() {
+    if let Some(last) = head.values(Kind::TransferEncoding).last() {
         let chunked = last
             .rsplit(|&b| b == b',')
             .next()
@@ -376,7 +399,7 @@ fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Fra
         });
     }
     let mut length = None;
-    for value in head.values("content-length") {
+    for value in head.values(Kind::ContentLength) {
         for part in value.split(|&b| b == b',') {
             let n: u64 = std::str::from_utf8(part.trim_ascii())
                 .ok()
@@ -680,7 +703,12 @@ mod tests {
             out,
             b"Server: nginx\r\nX-Backend: b1\r\nSet-Cookie: a=1\r\n"
         );
-        assert!(head.has("x-backend") && !head.has("date"));
+        assert!(!head.has_content_length() && !head.has_date());
+        let sized = headers(&[
+            ("Date", "Sat, 28 Nov 2026 01:00:00 GMT"),
+            ("content-LENGTH", "1"),
+        ]);
+        assert!(sized.has_content_length() && sized.has_date());
         let map = head.into_map().unwrap();
         assert_eq!(map.len(), 6);
         assert_eq!(map["x-backend"], "b1");
