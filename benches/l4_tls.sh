@@ -16,6 +16,7 @@
 #   PARTS="l4 tls"   which parts to run
 #   ECSLB_BIN=path   use this binary; skip `cargo build --release`
 #   KEEP_TMP=1       keep the temp dir
+#   FORWARDED=1      nginx adds the forwarding headers ecslb adds (as in load.sh)
 #
 # All traffic stays on 127.0.0.1; every run has a time limit.
 
@@ -36,6 +37,7 @@ source "$ROOT/benches/lib.sh"
 for v in DURATION CONNECTIONS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+FWD=$(forwarded_prefix)
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 install_missing nginx haproxy wrk curl python3 taskset setsid iperf3 openssl
@@ -144,7 +146,7 @@ if part tls; then
     start_ecslb
     mkdir -p "$WORK/nginx"
     cp "$WORK/bench.pem" "$WORK/bench.key" "$WORK/nginx/"
-    render "$TPL_DIR/nginx.conf.tmpl" "$WORK/nginx/nginx.conf" "$WORK/nginx" 0 TLS_PORT="$N_TLS"
+    render "$TPL_DIR/nginx.conf.tmpl" "$WORK/nginx/nginx.conf" "$WORK/nginx" 0 TLS_PORT="$N_TLS" "FWD=$FWD"
     start_nginx "$WORK/nginx" 0
     NGINX_PID=$LAST_PID
     sleep 0.5

@@ -152,6 +152,18 @@ PY
 
 # render TEMPLATE OUTFILE DIR PORT [NAME=VALUE...] : fill @DIR@ @PORT@ @P1@ @P2@
 # @P3@ and each @NAME@.
+# forwarded_prefix : reads FORWARDED (default 1) and prints the prefix for the
+# @FWD@ lines of the nginx/HAProxy templates: "" to keep them (the forwarding
+# headers ecslb adds, so every proxy sends the backends the same requests), "# " to
+# comment them out.
+forwarded_prefix() {
+    case ${FORWARDED:-1} in
+    1) printf '' ;;
+    0) printf '# ' ;;
+    *) die "FORWARDED must be 0 or 1 (got '$FORWARDED')" ;;
+    esac
+}
+
 render() {
     local args=(-e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g"
         -e "s|@P1@|${P1:-}|g" -e "s|@P2@|${P2:-}|g" -e "s|@P3@|${P3:-}|g") pair

@@ -17,6 +17,10 @@
 #   ECSLB_BIN=path       use this ecslb binary; skip `cargo build --release`
 #   READY_TIMEOUT=15     seconds to wait for a proxy to answer
 #   KEEP_TMP=1           keep the temp dir (configs, logs) for debugging
+#   FORWARDED=1          nginx and HAProxy add the forwarding headers ecslb adds
+#                        (X-Forwarded-For/-Proto/-Port, a trace id; Host kept), so
+#                        every proxy sends the backends the same requests; 0: they
+#                        forward the bare request (less work for the backends)
 #
 # All traffic stays on 127.0.0.1; every load loop has a time limit.
 
@@ -39,6 +43,7 @@ source "$ROOT/benches/lib.sh"
 for v in DURATION CONNECTIONS WARMUP READY_TIMEOUT; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
+FWD=$(forwarded_prefix)
 read -r -a PROXY_LIST <<<"$PROXIES"
 ((${#PROXY_LIST[@]} > 0)) || die "PROXIES is empty"
 for p in "${PROXY_LIST[@]}"; do
@@ -103,11 +108,11 @@ start_proxy() {
             taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1
         ;;
     nginx)
-        render "$TPL_DIR/nginx.conf.tmpl" "$dir/nginx.conf" "$dir" "$port"
+        render "$TPL_DIR/nginx.conf.tmpl" "$dir/nginx.conf" "$dir" "$port" "FWD=$FWD"
         start_nginx "$dir" 0
         ;;
     haproxy)
-        render "$TPL_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port"
+        render "$TPL_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port" "FWD=$FWD"
         start_bg "$dir/stdout.log" taskset -c 0 haproxy -db -f "$dir/haproxy.cfg"
         ;;
     esac
@@ -213,7 +218,8 @@ version_of() {
         " host: $(uname -srm), $(nproc) cpus"
     echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency (warm-up ${WARMUP}s);" \
         "proxy on core 0 (1 worker), backends + wrk on core 1;" \
-        "3 backends, round robin, GET / -> 13-byte body"
+        "3 backends, round robin, GET / -> 13-byte body;" \
+        "nginx/HAProxy forwarding headers: $([[ -z $FWD ]] && echo "added, as ecslb's" || echo off)"
     for name in "${PROXY_LIST[@]}"; do
         echo "  $name: $(version_of "$name")"
     done
