@@ -11,10 +11,14 @@
 //! its parser gives the same 400 / 414 / 431 answers as before, and the desync
 //! classification, limits and routing are the same code on both paths.
 //!
-//! Responses follow what hyper writes: lower-case names, `Content-Length` from the
-//! body's exact size when the head has none, else chunked; no body after HEAD, 1xx,
-//! 204 and 304; a `Date` when the response has none; `Connection: close` when the
-//! client asked for it or the listener is draining, and then the connection ends.
+//! A target's response fields are written as the target sent them, hop-by-hop ones
+//! left out ([`Heads::Raw`]), with no `HeaderMap` in between; what the proxy adds and
+//! its own responses come from the `HeaderMap`, in lower case. Framing follows what
+//! hyper wrote: the target's `Content-Length` kept, else one from the body's exact
+//! size, else chunked; no body after HEAD, 1xx, 204 and 304; a `Date` when the
+//! response has none; `Connection: close` when the client asked for it or the listener
+//! is draining, and then the connection ends. While a request is in flight the
+//! connection is still read, so a client that goes away cancels its request.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -246,16 +250,16 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parse {
         smallvec::SmallVec::with_capacity(head.headers.len());
     for h in head.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"te")
-        {
-            return Parse::Hyper;
-        }
-        if name.eq_ignore_ascii_case(b"connection") && has_close(h.value) {
-            close = true;
+        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        // By length first: most names are compared with none of these.
+        match name.len() {
+            2 if is(b"te") => return Parse::Hyper,
+            6 if is(b"expect") => return Parse::Hyper,
+            7 if is(b"upgrade") => return Parse::Hyper,
+            14 if is(b"content-length") => return Parse::Hyper,
+            17 if is(b"transfer-encoding") => return Parse::Hyper,
+            10 if is(b"connection") => close |= has_close(h.value),
+            _ => {}
         }
         spans.push((span(name), span(h.value)));
     }

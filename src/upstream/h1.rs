@@ -151,7 +151,7 @@ pub(crate) async fn send<B>(
 pub enum Heads {
     /// In the response's `HeaderMap`.
     Map,
-    /// As received, in the body ([`Body::raw_head`]), when no field needs more than
+    /// As received, in the body (`Body::raw_head`), when no field needs more than
     /// leaving out hop-by-hop ones; the `HeaderMap` then starts empty (for fields the
     /// proxy adds). Else in the `HeaderMap`, as with [`Heads::Map`].
     Raw,
