@@ -38,7 +38,7 @@ use tokio::sync::Notify;
 
 use super::idle::{Activity, RequestBody};
 use super::mtls::ClientCertHeaders;
-use crate::proxy::headers::push_decimal;
+use crate::proxy::headers::{has_token, push_decimal};
 use crate::proxy::{Body, Forwarded, Proxy};
 use crate::upstream::{Heads, RawHead};
 
@@ -141,9 +141,7 @@ where
                     Parse::Hyper => return Some(Prefixed::new(buf.freeze(), io)),
                 }
             }
-            if buf.capacity() - buf.len() < READ_SPARE {
-                buf.reserve(READ_INITIAL);
-            }
+            make_room(&mut buf);
             let read = tokio::select! {
                 biased;
                 read = io.read_buf(&mut buf) => read,
@@ -169,9 +167,7 @@ where
         let handled = lean.proxy.handle(lean.client, request, Heads::Raw);
         tokio::pin!(handled);
         let mut resp = loop {
-            if buf.capacity() == buf.len() {
-                buf.reserve(READ_SPARE);
-            }
+            make_room(&mut buf);
             tokio::select! {
                 biased;
                 resp = &mut handled => break resp,
@@ -202,6 +198,14 @@ where
                 return None;
             }
         }
+    }
+}
+
+/// Keeps room in the read buffer for the next read (a read into a full buffer would
+/// return 0 bytes, which reads as the end of the connection).
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_SPARE {
+        buf.reserve(READ_INITIAL);
     }
 }
 
@@ -258,7 +262,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parse {
             7 if is(b"upgrade") => return Parse::Hyper,
             14 if is(b"content-length") => return Parse::Hyper,
             17 if is(b"transfer-encoding") => return Parse::Hyper,
-            10 if is(b"connection") => close |= has_close(h.value),
+            10 if is(b"connection") => close |= has_token(h.value, "close"),
             _ => {}
         }
         spans.push((span(name), span(h.value)));
@@ -297,13 +301,6 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parse {
 /// Where a piece of the head lies in the buffer: offset and length.
 type Span = (usize, usize);
 
-/// Whether a `Connection` value has the `close` token.
-fn has_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
 /// Writes `resp`; `Ok(true)` when the connection stays open for the next request.
 async fn write_response<S>(
     io: &mut S,
@@ -321,7 +318,7 @@ where
     close |= headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| has_close(v.as_bytes()));
+        .any(|v| has_token(v.as_bytes(), "close"));
     let bodiless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT

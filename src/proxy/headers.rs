@@ -16,33 +16,37 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Whether a field of this name is hop-by-hop (RFC 9110 §7.6.1): `Connection`,
+/// `Upgrade` and the fields no proxy passes on. (Fields a `Connection` field names are
+/// hop-by-hop too; only that field's value tells which.) Compared by length first:
+/// most names are compared with none of these.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
+}
 
-/// Hop-by-hop headers (RFC 9110 7.6.1), always removed.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 6] {
-    [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::PROXY_AUTHORIZATION,
-    ]
+/// Whether a `Connection` value (a comma-separated list) has `token`.
+pub(crate) fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Whether the request asks for a protocol upgrade (WebSocket and the like).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), "upgrade"))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. With
@@ -69,7 +73,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 }
             }
             doomed.push(header::CONNECTION);
-        } else if (name == header::UPGRADE && !upgrade) || fixed_hop_by_hop().contains(&name) {
+        } else if !(upgrade && name == header::UPGRADE) && is_hop_by_hop(name.as_str().as_bytes()) {
             doomed.push(name.clone());
         }
     }

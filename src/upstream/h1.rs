@@ -22,6 +22,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::proxy::headers::{has_token, is_hop_by_hop};
 use crate::target::Target;
 
 /// Most headers a target's response head may have.
@@ -159,10 +160,7 @@ pub enum Heads {
 
 /// Whether `Connection` values have the `close` token.
 fn closes<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
-    values.any(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    values.any(|v| has_token(v, "close"))
 }
 
 /// What the proxy needs to know of a response field, found once when the head is
@@ -184,15 +182,11 @@ impl Kind {
         let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
         // By length first: most names are compared with none or one of these.
         match name.len() {
-            2 if is("te") => Kind::HopByHop,
             4 if is("date") => Kind::Date,
-            7 if is("trailer") || is("upgrade") => Kind::HopByHop,
             10 if is("connection") => Kind::Connection,
-            10 if is("keep-alive") => Kind::HopByHop,
             14 if is("content-length") => Kind::ContentLength,
-            16 if is("proxy-connection") => Kind::HopByHop,
             17 if is("transfer-encoding") => Kind::TransferEncoding,
-            19 if is("proxy-authorization") => Kind::HopByHop,
+            _ if is_hop_by_hop(name) => Kind::HopByHop,
             _ => Kind::EndToEnd,
         }
     }
