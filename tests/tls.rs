@@ -686,3 +686,53 @@ async fn passthrough_hands_any_client_chain_to_targets_unverified() {
         assert!(!h.contains_key("x-amzn-mtls-clientcert-subject"), "{body}");
     }
 }
+
+/// `Connection: close` over TLS: every kind of answer arrives whole, and the proxy
+/// ends the connection with a `close_notify` (the client's read ends cleanly instead
+/// of with rustls's "peer closed connection without sending TLS close_notify").
+#[tokio::test]
+async fn answers_to_connection_close_end_with_a_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new();
+    let (ca, _b, proxy) = site(&dir, "").await;
+    let http1 = client_config(&ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, None);
+    // (request line, what the body must be once de-chunked; None: no body)
+    let cases: [(&str, Option<Vec<u8>>); 5] = [
+        ("GET / HTTP/1.1", Some(b"b".to_vec())),
+        ("HEAD / HTTP/1.1", None),
+        ("GET /status?code=204 HTTP/1.1", None),
+        (
+            "GET /drip?chunks=3&ms=20 HTTP/1.1",
+            Some(b"tick\n".repeat(3)),
+        ),
+        ("GET /bytes?n=300000 HTTP/1.1", Some(vec![b'x'; 300_000])),
+    ];
+    for (line, want) in cases {
+        let mut tls = connect(proxy.addrs[0], "site.test", std::sync::Arc::clone(&http1))
+            .await
+            .unwrap();
+        let request = format!("{line}\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+            .await
+            .expect("the proxy closes the connection after its answer");
+        read.unwrap_or_else(|e| panic!("{line}: the connection must end with close_notify: {e}"));
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{line}: no head in {answer:?}"))
+            + 4;
+        let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+        assert!(head.contains("\r\nconnection: close\r\n"), "{line}: {head}");
+        let body = &answer[split..];
+        match want {
+            None => assert!(body.is_empty(), "{line}: a body after a bodiless answer"),
+            Some(want) if head.contains("transfer-encoding: chunked") => {
+                assert!(body.ends_with(b"0\r\n\r\n"), "{line}: no last chunk");
+                assert_eq!(support::dechunk(body), want, "{line}");
+            }
+            Some(want) => assert_eq!(body, &want[..], "{line}"),
+        }
+    }
+}

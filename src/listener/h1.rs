@@ -17,7 +17,8 @@
 //! hyper wrote: the target's `Content-Length` kept, else one from the body's exact
 //! size, else chunked; no body after HEAD, 1xx, 204 and 304; a `Date` when the
 //! response has none; `Connection: close` when the client asked for it or the listener
-//! is draining, and then the connection ends. While a request is in flight the
+//! is draining, and then the connection ends (over TLS, the answer's last bytes and the
+//! `close_notify` in one write). While a request is in flight the
 //! connection is still read, so a client that goes away cancels its request.
 
 use std::future::Future;
@@ -123,11 +124,38 @@ impl Future for DrainSignal {
     }
 }
 
+/// A client connection as the lean server writes to it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin {
+    /// Takes the start of `bytes`, the connection's last, to go out with what closes it
+    /// on the next `shutdown`; returns how many it took (the caller writes the rest,
+    /// then shuts down). A TLS stream encrypts them into records ahead of its
+    /// `close_notify`, so the end of the answer and the alert leave in one write and
+    /// one segment, with the FIN right behind.
+    fn take_last(&mut self, bytes: &[u8]) -> usize {
+        let _ = bytes;
+        0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientStream for super::idle::IdleStream<S> {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientStream for tokio_rustls::server::TlsStream<S> {
+    fn take_last(&mut self, bytes: &[u8]) -> usize {
+        // Only into an empty send buffer: what rustls holds back would go out after
+        // these bytes otherwise. rustls takes what fits its buffer limit.
+        let (_, tls) = self.get_mut();
+        if tls.wants_write() {
+            return 0;
+        }
+        io::Write::write(&mut tls.writer(), bytes).unwrap_or(0)
+    }
+}
+
 /// Serves requests on `io` until the connection ends (`None`) or a request needs
 /// hyper: then the stream comes back with the bytes already read in front.
 pub(crate) async fn serve<S>(mut io: S, lean: Lean<'_>) -> Option<Prefixed<S>>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ClientStream,
 {
     let mut buf = BytesMut::with_capacity(READ_INITIAL);
     let mut out = Vec::with_capacity(512);
@@ -189,10 +217,7 @@ where
         let close = client_close || lean.drain.is_draining();
         match write_response(&mut io, &mut out, resp, head_request, close).await {
             Ok(true) => {}
-            Ok(false) => {
-                let _ = io.shutdown().await;
-                return None;
-            }
+            Ok(false) => return None,
             Err(e) => {
                 tracing::debug!(client = %lean.client.addr, error = %e, "client connection ended while answering");
                 return None;
@@ -301,7 +326,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parse {
 /// Where a piece of the head lies in the buffer: offset and length.
 type Span = (usize, usize);
 
-/// Writes `resp`; `Ok(true)` when the connection stays open for the next request.
+/// Writes `resp`; `Ok(true)` when the connection stays open for the next request, else
+/// the connection's sending side is shut down.
 async fn write_response<S>(
     io: &mut S,
     out: &mut Vec<u8>,
@@ -310,7 +336,7 @@ async fn write_response<S>(
     mut close: bool,
 ) -> io::Result<bool>
 where
-    S: AsyncWrite + Unpin,
+    S: ClientStream,
 {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -374,9 +400,13 @@ where
     out.extend_from_slice(b"\r\n");
 
     if bodiless || body.is_end_stream() {
+        if close {
+            write_last(io, out).await?;
+            return Ok(false);
+        }
         io.write_all(out).await?;
         io.flush().await?;
-        return Ok(!close);
+        return Ok(true);
     }
     // The head goes out with the first chunk (and, if that is all, the chunked
     // terminator); then each chunk as it comes. Small pieces are gathered into `out`:
@@ -415,6 +445,10 @@ where
                 out.extend_from_slice(b"0\r\n\r\n");
                 ended = true;
             }
+            if last && close {
+                write_last(io, out).await?;
+                return Ok(false);
+            }
             io.write_all(out).await?;
         } else {
             write_all(io, &mut [out, size, &data, crlf]).await?;
@@ -428,10 +462,25 @@ where
         io.write_all(out).await?;
     }
     if chunked && !ended {
+        if close {
+            write_last(io, b"0\r\n\r\n").await?;
+            return Ok(false);
+        }
         io.write_all(b"0\r\n\r\n").await?;
     }
+    if close {
+        io.shutdown().await?;
+        return Ok(false);
+    }
     io.flush().await?;
-    Ok(!close)
+    Ok(true)
+}
+
+/// Writes the connection's last bytes and shuts its sending side down.
+async fn write_last<S: ClientStream>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+    let taken = io.take_last(bytes);
+    io.write_all(&bytes[taken..]).await?;
+    io.shutdown().await
 }
 
 /// Writes every byte of `parts`: with one `writev` where the stream takes them,

@@ -153,7 +153,7 @@ impl Connection {
     /// kind it serves (`lean`), then, from the first request that is not, on hyper.
     async fn serve<S>(self, io: S, lean: bool)
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: h1::ClientStream + Send + 'static,
     {
         let activity = Arc::clone(&self.activity);
         let client = Arc::new(Forwarded::new(self.client));

@@ -829,7 +829,7 @@ discovery = {{ static = [{}] }}
 }
 
 /// The payload of a complete chunked body (extensions and trailers ignored).
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size = String::from_utf8_lossy(&raw[..eol]);
