@@ -12,6 +12,11 @@
 #   DURATION=10          seconds of measured load per proxy
 #   CONNECTIONS=50       concurrent wrk connections
 #   WARMUP=2             seconds of warm-up load per proxy
+#   ROUNDS=1             measure every proxy this many times, interleaved (the order
+#                        rotates each round); with more than one, the report adds
+#                        each proxy's median and, round by round, whether ecslb's
+#                        requests/s and p99 beat the others' (this machine's noise
+#                        moves single runs by several percent)
 #   PROXIES="ecslb nginx haproxy"   which proxies to run, in order; "ecslb-nometrics" is
 #                        ecslb with `[metrics] enabled = false` (the cost of metrics)
 #   ECSLB_BIN=path       use this ecslb binary; skip `cargo build --release`
@@ -33,6 +38,7 @@ OUT_DIR="$ROOT/benches/out"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-1}
 PROXIES=${PROXIES:-"ecslb nginx haproxy"}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -40,7 +46,7 @@ LOG_TAG=load
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-for v in DURATION CONNECTIONS WARMUP READY_TIMEOUT; do
+for v in DURATION CONNECTIONS WARMUP READY_TIMEOUT ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 FWD=$(forwarded_prefix)
@@ -91,7 +97,7 @@ start_backends
 # 4. Each proxy in turn, core 0.
 # --------------------------------------------------------------------------
 STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS=()   # "proxy|rps|p99ms|errors|cpu|note"
+RESULTS=()   # "proxy|rps|p99ms|errors|cpu|note|round"
 TICKS=$(getconf CLK_TCK)
 RAW="$WORK/raw.txt"
 : >"$RAW"
@@ -122,11 +128,14 @@ record_failure() {
     local name=$1 why=$2 dir=$3
     log "$name: $why; last log lines:"
     tail -n 20 "$dir"/*.log >&2 2>/dev/null || true
-    RESULTS+=("$name|-|-|-|-|FAILED: $why")
+    RESULTS+=("$name|-|-|-|-|FAILED: $why|$round")
     FAILED=1
 }
 
-for name in "${PROXY_LIST[@]}"; do
+# measure NAME ROUND : one proxy's run, appended to RESULTS.
+measure() {
+    local name=$1 round=$2 port dir url pid rc why seen note cpu_pid user0 sys0 user1 sys1
+    local wrc alive wrk_out rps p99_raw p99 sock sock_total non2xx errors detail requests cpu
     port=${PROXY_PORT[$name]}
     dir="$WORK/$name"
     mkdir -p "$dir"
@@ -141,7 +150,7 @@ for name in "${PROXY_LIST[@]}"; do
         if ((rc == 2)); then why="exited during startup"; else why="not ready after ${READY_TIMEOUT}s"; fi
         stop_pid "$pid"
         record_failure "$name" "$why" "$dir"
-        continue
+        return
     fi
 
     seen=$(backends_seen "$port")
@@ -165,10 +174,10 @@ for name in "${PROXY_LIST[@]}"; do
     is_alive "$pid" || alive=0
     stop_pid "$pid"
 
-    { printf '==== %s (%s) ====\n' "$name" "$url"; cat "$dir/wrk.txt"; echo; } >>"$RAW"
+    { printf '==== %s (%s), round %s ====\n' "$name" "$url" "$round"; cat "$dir/wrk.txt"; echo; } >>"$RAW"
     if ((wrc != 0)); then
         record_failure "$name" "wrk exited with $wrc" "$dir"
-        continue
+        return
     fi
 
     wrk_out="$dir/wrk.txt"
@@ -188,14 +197,22 @@ for name in "${PROXY_LIST[@]}"; do
     ((alive)) || note="${note:+$note; }proxy died during run"
     [[ -n $rps ]] || {
         record_failure "$name" "could not parse wrk output" "$dir"
-        continue
+        return
     }
     # CPU microseconds per request: user + system.
     requests=$(awk '/ requests in / { print $1 }' "$wrk_out")
     cpu=$(awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v n="${requests:-0}" -v hz="$TICKS" \
         'BEGIN { if (n > 0) printf "%.2f+%.2f", u * 1e6 / hz / n, s * 1e6 / hz / n; else print "-" }')
-    RESULTS+=("$name|$rps|$p99|$errors|$cpu|$note")
+    RESULTS+=("$name|$rps|$p99|$errors|$cpu|$note|$round")
     log "$name: $rps req/s, p99 ${p99} ms, errors $errors"
+}
+
+for ((round = 1; round <= ROUNDS; round++)); do
+    if ((ROUNDS > 1)); then log "round $round of $ROUNDS"; fi
+    n=${#PROXY_LIST[@]}
+    for ((i = 0; i < n; i++)); do
+        measure "${PROXY_LIST[$(((i + round - 1) % n))]}" "$round"
+    done
 done
 
 # --------------------------------------------------------------------------
@@ -224,12 +241,16 @@ version_of() {
         echo "  $name: $(version_of "$name")"
     done
     echo
-    printf '%-8s %12s %10s %8s %16s  %s\n' proxy "requests/s" "p99 (ms)" errors "CPU us/req u+s" notes
-    printf '%-8s %12s %10s %8s %16s  %s\n' -------- ------------ ---------- -------- ---------------- -----
+    printf '%-5s %-8s %12s %10s %8s %16s  %s\n' round proxy "requests/s" "p99 (ms)" errors "CPU us/req u+s" notes
+    printf '%-5s %-8s %12s %10s %8s %16s  %s\n' ----- -------- ------------ ---------- -------- ---------------- -----
     for row in "${RESULTS[@]}"; do
-        IFS='|' read -r n r p e c t <<<"$row"
-        printf '%-8s %12s %10s %8s %16s  %s\n' "$n" "$r" "$p" "$e" "$c" "$t"
+        IFS='|' read -r n r p e c t k <<<"$row"
+        printf '%-5s %-8s %12s %10s %8s %16s  %s\n' "$k" "$n" "$r" "$p" "$e" "$c" "$t"
     done
+    if ((ROUNDS > 1)); then
+        echo
+        printf '%s\n' "${RESULTS[@]}" | python3 "$ROOT/benches/rounds.py"
+    fi
 } >"$WORK/table.txt"
 
 echo

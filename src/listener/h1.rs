@@ -18,8 +18,8 @@
 //! size, else chunked; no body after HEAD, 1xx, 204 and 304; a `Date` when the
 //! response has none; `Connection: close` when the client asked for it or the listener
 //! is draining, and then the connection ends (over TLS, the answer's last bytes and the
-//! `close_notify` in one write). While a request is in flight the
-//! connection is still read, so a client that goes away cancels its request.
+//! `close_notify` in one write). While a request is in flight the connection is still
+//! read, so a client that goes away cancels its request.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
