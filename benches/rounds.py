@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Summarises benches/load.sh rounds read from stdin, one result per line:
+proxy|requests/s|p99 ms|errors|CPU "user+sys"|note|round.
+
+Prints each proxy's median over the rounds, then, round by round, ecslb's
+requests/s against the best other proxy's and its p99 against the lowest other
+p99: the issue's target is at least the former with no more than the latter.
+"""
+import statistics
+import sys
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+runs = {}  # round -> proxy -> (rps, p99, user, sys)
+order = []
+for line in sys.stdin:
+    fields = line.rstrip("\n").split("|")
+    if len(fields) != 7:
+        continue
+    proxy, rps, p99, _errors, cpu, _note, rnd = fields
+    user, _, system = cpu.partition("+")
+    values = tuple(number(v) for v in (rps, p99, user, system))
+    if values[0] is None or values[1] is None:
+        continue  # a failed run
+    runs.setdefault(rnd, {})[proxy] = values
+    if proxy not in order:
+        order.append(proxy)
+
+print(f"median over {len(runs)} rounds")
+print(f"{'proxy':<16} {'requests/s':>12} {'p99 (ms)':>10} {'CPU us/req u+s':>16}")
+for proxy in order:
+    seen = [r[proxy] for r in runs.values() if proxy in r]
+    med = [statistics.median(v[i] for v in seen if v[i] is not None) for i in range(4)]
+    print(f"{proxy:<16} {med[0]:>12.2f} {med[1]:>10.3f} {med[2]:>8.2f}+{med[3]:.2f}")
+
+if "ecslb" in order and len(order) > 1:
+    print()
+    print("round  ecslb / best other requests/s   ecslb p99 - lowest other p99   target met")
+    met = 0
+    for rnd, results in runs.items():
+        if "ecslb" not in results or len(results) < 2:
+            continue
+        rps, p99 = results["ecslb"][:2]
+        others = {k: v for k, v in results.items() if k not in ("ecslb", "ecslb-nometrics")}
+        if not others:
+            continue
+        best = max(others, key=lambda k: others[k][0])
+        lowest = min(others, key=lambda k: others[k][1])
+        ok = rps >= others[best][0] and p99 <= others[lowest][1]
+        met += ok
+        print(f"{rnd:>5}  {100 * rps / others[best][0]:>6.1f} % of {best:<8}"
+              f"             {p99 - others[lowest][1]:>+7.3f} ms ({lowest})"
+              f"        {'yes' if ok else 'no'}")
+    print(f"target met in {met} of {len(runs)} rounds")
