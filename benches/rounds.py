@@ -41,7 +41,7 @@ for proxy in order:
 
 if "ecslb" in order and len(order) > 1:
     print()
-    print("round  ecslb / best other requests/s   ecslb p99 - lowest other p99   target met")
+    print(f"{'round':>5}  {'ecslb / best other requests/s':<30}  {'ecslb p99 - lowest other p99':<29}  target met")
     met = 0
     for rnd, results in runs.items():
         if "ecslb" not in results or len(results) < 2:
@@ -54,7 +54,7 @@ if "ecslb" in order and len(order) > 1:
         lowest = min(others, key=lambda k: others[k][1])
         ok = rps >= others[best][0] and p99 <= others[lowest][1]
         met += ok
-        print(f"{rnd:>5}  {100 * rps / others[best][0]:>6.1f} % of {best:<8}"
-              f"             {p99 - others[lowest][1]:>+7.3f} ms ({lowest})"
-              f"        {'yes' if ok else 'no'}")
+        ratio = f"{100 * rps / others[best][0]:.1f} % of {best}"
+        diff = f"{p99 - others[lowest][1]:+.3f} ms ({lowest})"
+        print(f"{rnd:>5}  {ratio:<30}  {diff:<29}  {'yes' if ok else 'no'}")
     print(f"target met in {met} of {len(runs)} rounds")
