@@ -129,6 +129,35 @@ cpu_split() {
     echo "${f[11]} ${f[12]}"
 }
 
+# core_snapshot : busy and total clock ticks of cores 0 and 1 (/proc/stat), and the
+# inter-processor interrupts core 0 has taken (function-call and reschedule IPIs
+# from /proc/interrupts: mostly another core waking a task that sleeps on core 0).
+# Prints "busy0 total0 busy1 total1 ipi0".
+core_snapshot() {
+    local busy=() total=() name f i ipi
+    for i in 0 1; do
+        read -r name f <<<"$(grep "^cpu$i " /proc/stat)"
+        read -r -a f <<<"$f"
+        # user nice system idle iowait irq softirq steal
+        total[i]=$((f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7]))
+        busy[i]=$((total[i] - f[3] - f[4]))
+    done
+    ipi=$(awk '$1 == "CAL:" || $1 == "RES:" { n += $2 } END { print n + 0 }' /proc/interrupts)
+    echo "${busy[0]} ${total[0]} ${busy[1]} ${total[1]} $ipi"
+}
+
+# core_use BEFORE AFTER COUNT : from two core_snapshot lines, "core0%/core1%" busy and
+# core 0's IPIs per COUNT units of work (requests, connections), as "c0/c1 ipi".
+core_use() {
+    local a b
+    read -r -a a <<<"$1"
+    read -r -a b <<<"$2"
+    awk -v b0=$((b[0] - a[0])) -v t0=$((b[1] - a[1])) -v b1=$((b[2] - a[2])) \
+        -v t1=$((b[3] - a[3])) -v ipi=$((b[4] - a[4])) -v n="$3" 'BEGIN {
+        c0 = t0 ? 100 * b0 / t0 : 0; c1 = t1 ? 100 * b1 / t1 : 0; per = n > 0 ? ipi / n : 0
+        printf "%.0f%%/%.0f%% %.2f\n", c0, c1, per }'
+}
+
 # make_workdir NAME : a temp dir in WORK (removed on exit unless KEEP_TMP=1).
 make_workdir() {
     ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

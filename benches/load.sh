@@ -128,7 +128,7 @@ record_failure() {
     local name=$1 why=$2 dir=$3
     log "$name: $why; last log lines:"
     tail -n 20 "$dir"/*.log >&2 2>/dev/null || true
-    RESULTS+=("$name|-|-|-|-|FAILED: $why|$round")
+    RESULTS+=("$name|-|-|-|-|-|-|FAILED: $why|$round")
     FAILED=1
 }
 
@@ -136,6 +136,7 @@ record_failure() {
 measure() {
     local name=$1 round=$2 port dir url pid rc why seen note cpu_pid user0 sys0 user1 sys1
     local wrc alive wrk_out rps p99_raw p99 sock sock_total non2xx errors detail requests cpu
+    local cores0 cores1 busy ipis
     port=${PROXY_PORT[$name]}
     dir="$WORK/$name"
     mkdir -p "$dir"
@@ -167,8 +168,10 @@ measure() {
     cpu_pid=$pid
     [[ $name == nginx ]] && cpu_pid=$(pgrep -P "$pid" | head -n 1)
     read -r user0 sys0 <<<"$(cpu_split "$cpu_pid")"
+    cores0=$(core_snapshot)
     wrc=0
     run_wrk "$DURATION" "$url" "$dir/wrk.txt" || wrc=$?
+    cores1=$(core_snapshot)
     read -r user1 sys1 <<<"$(cpu_split "$cpu_pid" 2>/dev/null || echo "$user0 $sys0")"
     alive=1
     is_alive "$pid" || alive=0
@@ -203,7 +206,8 @@ measure() {
     requests=$(awk '/ requests in / { print $1 }' "$wrk_out")
     cpu=$(awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v n="${requests:-0}" -v hz="$TICKS" \
         'BEGIN { if (n > 0) printf "%.2f+%.2f", u * 1e6 / hz / n, s * 1e6 / hz / n; else print "-" }')
-    RESULTS+=("$name|$rps|$p99|$errors|$cpu|$note|$round")
+    read -r busy ipis <<<"$(core_use "$cores0" "$cores1" "$(awk -v n="${requests:-0}" 'BEGIN { print n / 1000 }')")"
+    RESULTS+=("$name|$rps|$p99|$errors|$cpu|$busy|$ipis|$note|$round")
     log "$name: $rps req/s, p99 ${p99} ms, errors $errors"
 }
 
@@ -241,12 +245,18 @@ version_of() {
         echo "  $name: $(version_of "$name")"
     done
     echo
-    printf '%-5s %-8s %12s %10s %8s %16s  %s\n' round proxy "requests/s" "p99 (ms)" errors "CPU us/req u+s" notes
-    printf '%-5s %-8s %12s %10s %8s %16s  %s\n' ----- -------- ------------ ---------- -------- ---------------- -----
+    printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' round proxy "requests/s" "p99 (ms)" \
+        errors "CPU us/req u+s" "cores 0/1" "IPIs/1k" notes
+    printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' ----- -------- ------------ ---------- \
+        -------- ---------------- ----------- ----------- -----
     for row in "${RESULTS[@]}"; do
-        IFS='|' read -r n r p e c t k <<<"$row"
-        printf '%-5s %-8s %12s %10s %8s %16s  %s\n' "$k" "$n" "$r" "$p" "$e" "$c" "$t"
+        IFS='|' read -r n r p e c b i t k <<<"$row"
+        printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' "$k" "$n" "$r" "$p" "$e" "$c" "$b" "$i" "$t"
     done
+    echo
+    echo "cores 0/1: how busy the proxy's core and the wrk + backends core were during the run."
+    echo "IPIs/1k: interrupts core 0 took from the other core per 1,000 requests, mostly to wake"
+    echo "a proxy that was waiting for work; each costs the sending core (core 1) time."
     if ((ROUNDS > 1)); then
         echo
         printf '%s\n' "${RESULTS[@]}" | python3 "$ROOT/benches/rounds.py"

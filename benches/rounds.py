@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Summarises benches/load.sh rounds read from stdin, one result per line:
-proxy|requests/s|p99 ms|errors|CPU "user+sys"|note|round.
+proxy|requests/s|p99 ms|errors|CPU "user+sys"|cores busy|IPIs|note|round.
 
 Prints each proxy's median over the rounds, then, round by round, ecslb's
 requests/s against the best other proxy's and its p99 against the lowest other
@@ -21,9 +21,9 @@ runs = {}  # round -> proxy -> (rps, p99, user, sys)
 order = []
 for line in sys.stdin:
     fields = line.rstrip("\n").split("|")
-    if len(fields) != 7:
+    if len(fields) != 9:
         continue
-    proxy, rps, p99, _errors, cpu, _note, rnd = fields
+    proxy, rps, p99, _errors, cpu, _busy, _ipis, _note, rnd = fields
     user, _, system = cpu.partition("+")
     values = tuple(number(v) for v in (rps, p99, user, system))
     if values[0] is None or values[1] is None:
