@@ -73,23 +73,28 @@ REPORT=()
 # --------------------------------------------------------------------------
 # L4 bulk throughput
 # --------------------------------------------------------------------------
-# iperf PORT PID|- : Gbit/s received, and the CPU% of PID over the run.
+# iperf PORT PID|- : Gbit/s received, the CPU% of PID over the run, how busy cores 0
+# and 1 were and core 0's IPIs per GB received (core_use).
 iperf() {
-    local port=$1 pid=$2 before=0 after=0 out="$WORK/iperf-$1.json" rc=0
+    local port=$1 pid=$2 before=0 after=0 out="$WORK/iperf-$1.json" rc=0 cores0 cores1
     [[ $pid != - ]] && before=$(cpu_ticks "$pid")
+    cores0=$(core_snapshot)
     start_bg "$out.log" timeout -k 5 $((DURATION + 30)) taskset -c 1 \
         iperf3 -c 127.0.0.1 -p "$port" -t "$DURATION" -J --logfile "$out"
     wait "$LAST_PID" || rc=$?
     forget_pid "$LAST_PID"
     ((rc == 0)) || { cat "$out" >&2; die "iperf3 through port $port failed"; }
+    cores1=$(core_snapshot)
     [[ $pid != - ]] && after=$(cpu_ticks "$pid")
-    python3 - "$out" "$((after - before))" "$TICKS" "$DURATION" <<'PY'
+    local gb
+    gb=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["end"]["sum_received"]["bytes"] / 1e9)' "$out")
+    python3 - "$out" "$((after - before))" "$TICKS" "$DURATION" "$(core_use "$cores0" "$cores1" "$gb")" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 gbits = r["end"]["sum_received"]["bits_per_second"] / 1e9
 ticks, hz, secs = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 cpu = "-" if ticks == 0 else f"{100 * ticks / hz / secs:.0f}%"
-print(f"{gbits:.2f} {cpu}")
+print(f"{gbits:.2f} {cpu} {sys.argv[5]}")
 PY
 }
 
@@ -105,14 +110,14 @@ if part l4; then
     HAPROXY_PID=$LAST_PID
     sleep 0.5
     log "L4: iperf3 ${DURATION}s each: direct, ecslb, haproxy"
-    read -r direct _ <<<"$(iperf "$IPERF_PORT" -)"
-    read -r ecslb ecslb_cpu <<<"$(iperf "$E_TCP" "$ECSLB_PID")"
-    read -r haproxy haproxy_cpu <<<"$(iperf "$H_TCP" "$HAPROXY_PID")"
+    read -r direct _ direct_cores _ <<<"$(iperf "$IPERF_PORT" -)"
+    read -r ecslb ecslb_cpu ecslb_cores ecslb_ipi <<<"$(iperf "$E_TCP" "$ECSLB_PID")"
+    read -r haproxy haproxy_cpu haproxy_cores haproxy_ipi <<<"$(iperf "$H_TCP" "$HAPROXY_PID")"
     pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
     REPORT+=("L4 bulk throughput (iperf3, 1 stream, ${DURATION}s)"
-        "  direct     $direct Gbit/s"
-        "  ecslb      $ecslb Gbit/s  ($(pct "$ecslb" "$direct") of direct, proxy CPU $ecslb_cpu)"
-        "  haproxy    $haproxy Gbit/s  ($(pct "$haproxy" "$direct") of direct, proxy CPU $haproxy_cpu)"
+        "  direct     $direct Gbit/s  (cores 0/1 busy $direct_cores)"
+        "  ecslb      $ecslb Gbit/s  ($(pct "$ecslb" "$direct") of direct, proxy CPU $ecslb_cpu, cores 0/1 busy $ecslb_cores, $ecslb_ipi IPIs to core 0 per GB)"
+        "  haproxy    $haproxy Gbit/s  ($(pct "$haproxy" "$direct") of direct, proxy CPU $haproxy_cpu, cores 0/1 busy $haproxy_cores, $haproxy_ipi IPIs to core 0 per GB)"
         "")
     stop_pid "$HAPROXY_PID"
     stop_pid "$ECSLB_PID"
@@ -122,23 +127,27 @@ fi
 # TLS termination
 # --------------------------------------------------------------------------
 # wrk_rps PID URL [wrk args] : requests/s, p99 (ms) and the CPU use of PID during
-# a wrk run on core 1.
+# a wrk run on core 1, how busy cores 0 and 1 were and core 0's IPIs per request
+# (core_use), then any errors.
 wrk_rps() {
-    local pid=$1 url=$2 out="$WORK/wrk-$RANDOM.txt" rc=0 before after
+    local pid=$1 url=$2 out="$WORK/wrk-$RANDOM.txt" rc=0 before after cores0 cores1
     shift 2
     before=$(cpu_ticks "$pid")
+    cores0=$(core_snapshot)
     start_bg "$out" timeout -k 5 $((DURATION + 30)) taskset -c 1 \
         wrk -t1 -c"$CONNECTIONS" -d"$DURATION"s --latency "$@" "$url"
     wait "$LAST_PID" || rc=$?
     forget_pid "$LAST_PID"
     ((rc == 0)) || { cat "$out" >&2; die "wrk $url failed"; }
+    cores1=$(core_snapshot)
     after=$(cpu_ticks "$pid")
-    local rps p99 errors cpu
+    local rps p99 errors cpu requests
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
     p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
     cpu=$(awk -v t=$((after - before)) -v hz="$TICKS" -v s="$DURATION" 'BEGIN { printf "%.0f%%", 100 * t / hz / s }')
     errors=$(awk '/Non-2xx|Socket errors/ { print }' "$out" | tr '\n' ' ')
-    echo "$rps $p99 $cpu ${errors:-none}"
+    requests=$(awk '/ requests in / { print $1 }' "$out")
+    echo "$rps $p99 $cpu $(core_use "$cores0" "$cores1" "${requests:-0}") ${errors:-none}"
 }
 
 if part tls; then
@@ -154,19 +163,21 @@ if part tls; then
         curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer on $port"
     done
     REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256; CPU: the proxy's, of its one core)"
-        "  proxy     keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second")
+        "  proxy     keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second  cores 0/1  IPIs per handshake")
     for name in ecslb nginx; do
         if [[ $name == ecslb ]]; then port=$E_TLS pid=$ECSLB_PID; else port=$N_TLS pid=$NGINX_PID; fi
         # nginx's worker is a child of the master we started.
         [[ $name == nginx ]] && pid=$(pgrep -P "$NGINX_PID" | head -1)
         log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s"
-        read -r ka ka99 kacpu ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
-        read -r hs hs99 hscpu hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
+        read -r ka ka99 kacpu _ _ ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
+        read -r hs hs99 hscpu hsbusy hsipi hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
         per_cpu=$(awk -v r="$hs" -v c="${hscpu%\%}" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
-        REPORT+=("$(printf '  %-8s %16s %7s %6s %14s %7s %6s %12s' "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu")")
+        REPORT+=("$(printf '  %-8s %16s %7s %6s %14s %7s %6s %12s %18s %12s' "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu" "$hsbusy" "$hsipi")")
         [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
     done
-    REPORT+=("")
+    REPORT+=("  cores 0/1: how busy the proxy's core and the wrk + backends core were during the"
+        "  handshake run; IPIs: interrupts core 0 took from the other core, mostly to wake a"
+        "  proxy waiting for work (each costs the sending core time)." "")
     stop_pid "$NGINX_PID"
     stop_pid "$ECSLB_PID"
 fi
