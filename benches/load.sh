@@ -14,9 +14,10 @@
 #   WARMUP=2             seconds of warm-up load per proxy
 #   ROUNDS=1             measure every proxy this many times, interleaved (the order
 #                        rotates each round); with more than one, the report adds
-#                        each proxy's median and, round by round, whether ecslb's
-#                        requests/s and p99 beat the others' (this machine's noise
-#                        moves single runs by several percent)
+#                        each proxy's median and, round by round, ecslb's
+#                        requests/s and p99 against the better other proxy's
+#                        (benches/rounds.py; this machine's noise moves single runs
+#                        by several percent)
 #   PROXIES="ecslb nginx haproxy"   which proxies to run, in order; "ecslb-nometrics" is
 #                        ecslb with `[metrics] enabled = false` (the cost of metrics)
 #   ECSLB_BIN=path       use this ecslb binary; skip `cargo build --release`
@@ -97,7 +98,7 @@ start_backends
 # 4. Each proxy in turn, core 0.
 # --------------------------------------------------------------------------
 STAMP=$(date +%Y%m%d-%H%M%S)
-RESULTS=()   # "proxy|rps|p99ms|errors|cpu|note|round"
+RESULTS=()   # "proxy|rps|p99ms|errors|cpu|cores busy|IPIs per 1k|note|round"
 TICKS=$(getconf CLK_TCK)
 RAW="$WORK/raw.txt"
 : >"$RAW"
