@@ -14,6 +14,8 @@
 #   DURATION=10      seconds per measurement
 #   CONNECTIONS=50   wrk connections
 #   PARTS="l4 tls"   which parts to run
+#   ROUNDS=1         TLS part: measure ecslb and nginx this many times, alternating
+#                    which goes first, and add each one's medians
 #   ECSLB_BIN=path   use this binary; skip `cargo build --release`
 #   KEEP_TMP=1       keep the temp dir
 #   FORWARDED=1      nginx adds the forwarding headers ecslb adds (as in load.sh)
@@ -28,13 +30,14 @@ OUT_DIR="$ROOT/benches/out"
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 PARTS=${PARTS:-"l4 tls"}
+ROUNDS=${ROUNDS:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
 KEEP_TMP=${KEEP_TMP:-0}
 LOG_TAG=l4_tls
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-for v in DURATION CONNECTIONS; do
+for v in DURATION CONNECTIONS ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 FWD=$(forwarded_prefix)
@@ -163,19 +166,38 @@ if part tls; then
         curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer on $port"
     done
     REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256; CPU: the proxy's, of its one core)"
-        "  proxy     keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second  cores 0/1  IPIs per handshake")
-    for name in ecslb nginx; do
-        if [[ $name == ecslb ]]; then port=$E_TLS pid=$ECSLB_PID; else port=$N_TLS pid=$NGINX_PID; fi
-        # nginx's worker is a child of the master we started.
-        [[ $name == nginx ]] && pid=$(pgrep -P "$NGINX_PID" | head -1)
-        log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s"
-        read -r ka ka99 kacpu _ _ ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
-        read -r hs hs99 hscpu hsbusy hsipi hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
-        per_cpu=$(awk -v r="$hs" -v c="${hscpu%\%}" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
-        REPORT+=("$(printf '  %-8s %16s %7s %6s %14s %7s %6s %12s %18s %12s' "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu" "$hsbusy" "$hsipi")")
-        [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
+        "  round proxy  keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second  cores 0/1  IPIs per handshake")
+    ROWS=() # "proxy keep-alive p99 handshakes p99 per-CPU-second"
+    for ((round = 1; round <= ROUNDS; round++)); do
+        order=(ecslb nginx)
+        ((round % 2 == 0)) && order=(nginx ecslb)
+        for name in "${order[@]}"; do
+            if [[ $name == ecslb ]]; then port=$E_TLS pid=$ECSLB_PID; else port=$N_TLS pid=$NGINX_PID; fi
+            # nginx's worker is a child of the master we started.
+            [[ $name == nginx ]] && pid=$(pgrep -P "$NGINX_PID" | head -1)
+            log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s (round $round of $ROUNDS)"
+            read -r ka ka99 kacpu _ _ ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
+            read -r hs hs99 hscpu hsbusy hsipi hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
+            per_cpu=$(awk -v r="$hs" -v c="${hscpu%\%}" 'BEGIN { printf "%.0f", (c > 0) ? r * 100 / c : 0 }')
+            REPORT+=("$(printf '  %5s %-6s %16s %7s %6s %14s %7s %6s %12s %18s %12s' "$round" "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu" "$hsbusy" "$hsipi")")
+            [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
+            ROWS+=("$name $ka $ka99 $hs $hs99 $per_cpu")
+        done
     done
-    REPORT+=("  cores 0/1: how busy the proxy's core and the wrk + backends core were during the"
+    if ((ROUNDS > 1)); then
+        REPORT+=("" "  median over $ROUNDS rounds: keep-alive req/s, p99 ms; handshakes/s, p99 ms; handshakes per CPU-second")
+        while IFS= read -r line; do REPORT+=("$line"); done < <(printf '%s\n' "${ROWS[@]}" | python3 -c '
+import statistics, sys
+rows = {}
+for line in sys.stdin:
+    name, *values = line.split()
+    rows.setdefault(name, []).append([float(v) for v in values])
+for name, runs in rows.items():
+    m = [statistics.median(r[i] for r in runs) for i in range(5)]
+    print(f"  {name:<8} {m[0]:>12.2f} {m[1]:>6.3f}   {m[2]:>10.2f} {m[3]:>6.3f}   {m[4]:>8.0f}")
+')
+    fi
+    REPORT+=("" "  cores 0/1: how busy the proxy's core and the wrk + backends core were during the"
         "  handshake run; IPIs: interrupts core 0 took from the other core, mostly to wake a"
         "  proxy waiting for work (each costs the sending core time)." "")
     stop_pid "$NGINX_PID"
