@@ -400,20 +400,13 @@ where
     out.extend_from_slice(b"\r\n");
 
     if bodiless || body.is_end_stream() {
-        if close {
-            write_last(io, out).await?;
-            return Ok(false);
-        }
-        io.write_all(out).await?;
-        io.flush().await?;
-        return Ok(true);
+        return finish(io, out, close).await;
     }
     // The head goes out with the first chunk (and, if that is all, the chunked
     // terminator); then each chunk as it comes. Small pieces are gathered into `out`:
     // a buffer held across the writes would make this future kilobytes larger, and it
     // is moved on every request.
     let mut head_sent = false;
-    let mut ended = false;
     loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         let data = match frame {
@@ -441,13 +434,11 @@ where
             out.extend_from_slice(size);
             out.extend_from_slice(&data);
             out.extend_from_slice(crlf);
-            if last && chunked {
-                out.extend_from_slice(b"0\r\n\r\n");
-                ended = true;
-            }
-            if last && close {
-                write_last(io, out).await?;
-                return Ok(false);
+            if last {
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                return finish(io, out, close).await;
             }
             io.write_all(out).await?;
         } else {
@@ -461,26 +452,23 @@ where
     if !head_sent {
         io.write_all(out).await?;
     }
-    if chunked && !ended {
-        if close {
-            write_last(io, b"0\r\n\r\n").await?;
-            return Ok(false);
-        }
-        io.write_all(b"0\r\n\r\n").await?;
-    }
-    if close {
-        io.shutdown().await?;
-        return Ok(false);
-    }
-    io.flush().await?;
-    Ok(true)
+    let terminator: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+    finish(io, terminator, close).await
 }
 
-/// Writes the connection's last bytes and shuts its sending side down.
-async fn write_last<S: ClientStream>(io: &mut S, bytes: &[u8]) -> io::Result<()> {
+/// Writes the answer's last bytes and flushes: `Ok(true)`, the connection stays open.
+/// With `close`, the bytes go out with what closes the connection
+/// ([`ClientStream::take_last`]) and its sending side is shut down: `Ok(false)`.
+async fn finish<S: ClientStream>(io: &mut S, bytes: &[u8], close: bool) -> io::Result<bool> {
+    if !close {
+        io.write_all(bytes).await?;
+        io.flush().await?;
+        return Ok(true);
+    }
     let taken = io.take_last(bytes);
     io.write_all(&bytes[taken..]).await?;
-    io.shutdown().await
+    io.shutdown().await?;
+    Ok(false)
 }
 
 /// Writes every byte of `parts`: with one `writev` where the stream takes them,
