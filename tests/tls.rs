@@ -522,6 +522,78 @@ async fn sessions_resume_for_many_clients_and_across_certificate_reloads() {
     }
 }
 
+/// A client's session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingTickets {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, name: rustls::pki_types::ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group);
+    }
+    fn kx_hint(&self, name: &rustls::pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value);
+    }
+    fn tls12_session(
+        &self,
+        name: &rustls::pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls::pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls::pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls::pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn each_tls13_handshake_gives_one_ticket_and_the_next_visit_resumes_with_it() {
+    let dir = TempDir::new();
+    let (ca, _b, proxy) = site(&dir, "").await;
+    let store = std::sync::Arc::new(CountingTickets {
+        inner: rustls::client::ClientSessionMemoryCache::new(16),
+        tickets: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut config =
+        (*client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS13], None)).clone();
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let client = std::sync::Arc::new(config);
+    // One ticket after the full handshake and one after each resumption (as s2n-tls
+    // and OpenSSL send on resumption): each visit spends one and gets one back.
+    for visit_number in 1..=4 {
+        let was_resumed = visit(proxy.addrs[0], &client).await;
+        assert_eq!(was_resumed, visit_number > 1, "visit {visit_number}");
+        assert_eq!(
+            store.tickets.load(std::sync::atomic::Ordering::Relaxed),
+            visit_number,
+            "tickets received after visit {visit_number}"
+        );
+    }
+}
+
 /// What `openssl x509 -noout ARGS` prints for the certificate in `pem`, after `key=`.
 fn openssl_field(dir: &std::path::Path, pem: &str, args: &[&str]) -> String {
     let file = dir.join("subject-of-openssl.pem");

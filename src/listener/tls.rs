@@ -191,6 +191,10 @@ fn server_config(
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(&tls.certificates)?));
     config.alpn_protocols = tls.alpn.protocols();
+    // One TLS 1.3 ticket per handshake, as s2n-tls (ALB's TLS library) sends and as
+    // OpenSSL sends after a resumption; a client resuming gets the ticket for its next
+    // connection. rustls's default of two doubles the ticket work on both sides.
+    config.send_tls13_tickets = 1;
     match previous {
         Some(previous) => {
             config.session_storage = Arc::clone(&previous.session_storage);
