@@ -344,7 +344,7 @@ OUT="$OUT_DIR/health-load-$(date +%Y%m%d-%H%M%S).txt"
     echo "ecslb health-check load - $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)" \
         "$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo '(src modified)')" \
-        " host: $(uname -srm), $(nproc) cpus"
+        " $(host_line)"
     echo "ecslb: $(timeout 5 "$ECSLB_BIN" --version 2>/dev/null | head -n 1 || true)," \
         "--workers 1 ($THREADS threads), ${PIN_ECSLB[*]:-unpinned}; nginx: $(nginx -v 2>&1 | head -n 1)," \
         "1 process, ${PIN_NGINX[*]:-unpinned}"

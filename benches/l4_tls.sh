@@ -208,6 +208,7 @@ mkdir -p "$OUT_DIR"
 OUT="$OUT_DIR/l4_tls-$(date +%Y%m%d-%H%M%S).txt"
 {
     echo "ecslb $("$ECSLB_BIN" --version 2>/dev/null || true); $(haproxy -v 2>/dev/null | head -1); $(nginx -v 2>&1); $(iperf3 --version | head -1)"
+    host_line
     echo
     printf '%s\n' "${REPORT[@]}"
 } | tee "$OUT"

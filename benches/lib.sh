@@ -158,6 +158,16 @@ core_use() {
         printf "%.0f%%/%.0f%% %.2f\n", c0, c1, per }'
 }
 
+# host_line : "host: KERNEL, N cpus", plus the guest's halt polling when the haltpoll
+# cpuidle driver is loaded. With it at 0 (as this VM boots), an idle core halts at once
+# and every wake of a proxy waiting on it costs the waking core an IPI; with polling on,
+# the idle core spins a while first and wakes come cheap (see benches/README.md).
+host_line() {
+    local poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns extra=""
+    [[ -r $poll ]] && extra=", guest halt polling $(cat "$poll") ns"
+    echo "host: $(uname -srm), $(nproc) cpus$extra"
+}
+
 # make_workdir NAME : a temp dir in WORK (removed on exit unless KEEP_TMP=1).
 make_workdir() {
     ulimit -n 65535 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

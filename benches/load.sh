@@ -237,7 +237,7 @@ version_of() {
 {
     echo "ecslb load comparison - $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)" \
-        " host: $(uname -srm), $(nproc) cpus"
+        " $(host_line)"
     echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency (warm-up ${WARMUP}s);" \
         "proxy on core 0 (1 worker), backends + wrk on core 1;" \
         "3 backends, round robin, GET / -> 13-byte body;" \
