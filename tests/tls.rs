@@ -579,7 +579,7 @@ async fn each_tls13_handshake_gives_one_ticket_and_the_next_visit_resumes_with_i
     });
     let mut config =
         (*client_config(&ca, &[b"http/1.1"], &[&rustls::version::TLS13], None)).clone();
-    config.resumption = rustls::client::Resumption::store(store.clone());
+    config.resumption = rustls::client::Resumption::store(std::sync::Arc::clone(&store) as _);
     let client = std::sync::Arc::new(config);
     // One ticket after the full handshake and one after each resumption (as s2n-tls
     // and OpenSSL send on resumption): each visit spends one and gets one back.
