@@ -38,16 +38,13 @@ impl App {
         let config = Config::load(path)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let socket = TcpListener::bind(l.bind)
-                .await
+            let socket = listener::bind(l.bind)
                 .with_context(|| format!("cannot bind listener {:?} to {}", l.name, l.bind))?;
             listeners.push(socket);
         }
-        let admin = TcpListener::bind(config.admin.listen)
-            .await
-            .with_context(|| {
-                format!("cannot bind the admin listener to {}", config.admin.listen)
-            })?;
+        let admin = listener::bind(config.admin.listen).with_context(|| {
+            format!("cannot bind the admin listener to {}", config.admin.listen)
+        })?;
         let terminators = config
             .listeners
             .iter()

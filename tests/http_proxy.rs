@@ -786,3 +786,70 @@ async fn a_client_that_closes_mid_request_cancels_it() {
     .await;
     proxy.stop().await;
 }
+
+/// While the proxy cannot accept (here it is stopped, as a busy worker would be), the
+/// kernel holds a burst of new connections in the listener's accept queue; each is
+/// served once the proxy resumes. With the 128 connections that tokio's `bind` queues,
+/// the rest of the burst would have its SYNs dropped and wait a second or more to retry.
+#[tokio::test]
+async fn a_burst_of_new_connections_waits_in_the_accept_queue_while_the_proxy_is_busy() {
+    const BURST: usize = 400;
+    let b = backend("b").await;
+    let ecslb = start_binary(|addr, admin| {
+        format!(
+            r#"
+[admin]
+listen = "{admin}"
+
+[[listeners]]
+name = "web"
+bind = "{addr}"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+discovery = {{ static = ["{}"] }}
+"#,
+            b.addr
+        )
+    })
+    .await;
+
+    ecslb.signal("STOP");
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        let addr = ecslb.addr;
+        connecting.spawn(async move {
+            // A dropped SYN is sent again after 1 s, 3 s, ...: with the proxy still
+            // stopped, those are dropped too, so 2 s tells queued from dropped.
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+    }
+    let streams: Vec<TcpStream> = connecting.join_all().await.into_iter().flatten().collect();
+    ecslb.signal("CONT");
+    assert_eq!(
+        streams.len(),
+        BURST,
+        "connections established while the proxy was not accepting"
+    );
+
+    let mut served = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        served.spawn(async move {
+            raw_exchange_on(
+                &mut stream,
+                b"GET / HTTP/1.1\r\nHost: burst.test\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .status
+        });
+    }
+    let statuses = served.join_all().await;
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "statuses once the proxy resumed: {statuses:?}"
+    );
+    assert_eq!(b.hits(), BURST);
+}
