@@ -1,6 +1,7 @@
 //! The `ecslb` command: `run` serves a config, `check` validates one and prints what it
 //! compiles to. Everything else lives in the library.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,7 +79,10 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Otherwise a failed write (stderr's reader gone: EPIPE) is reported with
+        // `eprintln!`, which panics on the same failure, in whichever task logged.
+        .log_internal_errors(false);
     match cli.log_format {
         LogFormat::Human => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
@@ -94,13 +98,45 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not `eprintln!`: it panics when stderr is gone, and the exit code is 1.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for
+/// every program and HAProxy for itself: each proxied connection holds two
+/// descriptors, and the soft limit most services start with (1024 under systemd, whose
+/// hard limit is 524288) would stop the proxy accepting at about 500 connections.
+/// Returns the limit in force (`None`: unlimited).
+fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(current), Some(maximum)) = (limit.current, limit.maximum) else {
+        return limit.current;
+    };
+    if current >= maximum {
+        return Some(current);
+    }
+    let raised = Rlimit {
+        current: Some(maximum),
+        maximum: Some(maximum),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            tracing::info!(from = current, to = maximum, "raised the open files limit");
+            Some(maximum)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, limit = current, "cannot raise the open files limit");
+            Some(current)
+        }
+    }
+}
+
 fn run(path: PathBuf, workers: Option<usize>, watch: bool) -> anyhow::Result<()> {
+    let open_files = raise_open_files_limit();
     let mut runtime = if workers == Some(1) {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -113,7 +149,7 @@ fn run(path: PathBuf, workers: Option<usize>, watch: bool) -> anyhow::Result<()>
     let runtime = runtime.build().context("cannot start the runtime")?;
     runtime.block_on(async move {
         let app = ecslb::app::App::bind(&path).await?;
-        tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), "ecslb started");
+        tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), open_files = %open_files.map_or("unlimited".into(), |n| n.to_string()), "ecslb started");
         let stop = CancellationToken::new();
         let signals = tokio::spawn(ecslb::shutdown::watch_signals(stop.clone(), app.reloader()));
         if watch {

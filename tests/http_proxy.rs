@@ -853,3 +853,56 @@ discovery = {{ static = ["{}"] }}
     );
     assert_eq!(b.hits(), BURST);
 }
+
+/// Started with the soft limit on open files most services get (systemd's 1024; 256
+/// here, so that the test stays small), the proxy raises it to the hard limit and
+/// holds more client connections than the soft limit would allow descriptors.
+#[tokio::test]
+async fn the_proxy_holds_more_connections_than_the_soft_open_files_limit() {
+    const SOFT_LIMIT: u32 = 256;
+    const CONNECTIONS: usize = 400;
+    let b = backend("b").await;
+    let ecslb = start_binary_with_open_files(
+        |addr, admin| {
+            format!(
+                r#"
+[admin]
+listen = "{admin}"
+
+[[listeners]]
+name = "web"
+bind = "{addr}"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+discovery = {{ static = ["{}"] }}
+"#,
+                b.addr
+            )
+        },
+        SOFT_LIMIT,
+    )
+    .await;
+
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let addr = ecslb.addr;
+        connecting.spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let reply =
+                raw_exchange_on(&mut stream, b"GET / HTTP/1.1\r\nHost: many.test\r\n\r\n").await;
+            (reply.status, reply.closed, stream) // kept open: a descriptor in the proxy each
+        });
+    }
+    let open = connecting.join_all().await;
+    let answered: Vec<(u16, bool)> = open.iter().map(|(s, c, _)| (*s, *c)).collect();
+    assert!(
+        answered.iter().all(|a| *a == (200, false)),
+        "(status, closed) of each connection: {answered:?}"
+    );
+    assert!(
+        ecslb.log().contains("raised the open files limit"),
+        "{}",
+        ecslb.log()
+    );
+}

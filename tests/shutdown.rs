@@ -296,3 +296,60 @@ async fn a_reloaded_shutdown_timeout_applies_to_the_next_shutdown() {
         .await
         .expect("the proxy ends within about the reloaded timeout, not the first one");
 }
+
+/// Logs go to stderr. When whatever reads it goes away (a log collector restarting,
+/// `ecslb run ... | head`), every log write fails with EPIPE: the proxy must keep
+/// serving, and SIGTERM must still drain and exit 0.
+#[tokio::test]
+async fn with_stderr_closed_the_binary_still_serves_and_exits_on_sigterm() {
+    let b = backend("one").await;
+    let dir = TempDir::new();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config_path = dir.0.join("ecslb.toml");
+    std::fs::write(&config_path, binary_config(addr, admin, b.addr, "10s")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
+        .args(["run", "-c"])
+        .arg(&config_path)
+        .env("ECSLB_LOG", "debug") // a log line for every request
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader is gone: writes to stderr now fail
+
+    let url = format!("http://{addr}/");
+    eventually("the proxy answers", async || {
+        try_get(&url).await.is_some_and(|r| r.body == "one")
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(get(&url).await.body, "one");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "ecslb exited: {:?}",
+        child.try_wait()
+    );
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break Some(exit);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill(); // our own child, by its pid
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exit = exit.expect("ecslb exits within 5 s of SIGTERM");
+    assert!(exit.success(), "{exit}");
+}

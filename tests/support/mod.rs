@@ -496,6 +496,23 @@ pub async fn start_binary_with_env(
     config: impl Fn(SocketAddr, SocketAddr) -> String,
     env: &[(&str, String)],
 ) -> Binary {
+    spawn_binary(config, env, None).await
+}
+
+/// [`start_binary`] with the soft limit on open files set to `soft_nofile` (the hard
+/// limit stays), as systemd starts services with 1024.
+pub async fn start_binary_with_open_files(
+    config: impl Fn(SocketAddr, SocketAddr) -> String,
+    soft_nofile: u32,
+) -> Binary {
+    spawn_binary(config, &[], Some(soft_nofile)).await
+}
+
+async fn spawn_binary(
+    config: impl Fn(SocketAddr, SocketAddr) -> String,
+    env: &[(&str, String)],
+    soft_nofile: Option<u32>,
+) -> Binary {
     let mut log = String::new();
     for _ in 0..3 {
         let dir = TempDir::new();
@@ -504,7 +521,16 @@ pub async fn start_binary_with_env(
         let config_path = dir.0.join("ecslb.toml");
         std::fs::write(&config_path, config(addr, admin)).expect("the config is written");
         let log_path = dir.0.join("ecslb.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
+        let mut command = match soft_nofile {
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_ecslb")),
+            Some(n) => {
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", &format!("ulimit -Sn {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_ecslb"));
+                sh
+            }
+        };
+        let child = command
             .args(["run", "--workers", "2", "-c"])
             .arg(&config_path)
             .env("ECSLB_LOG", "info,ecslb::proxy=debug")
