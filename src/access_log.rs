@@ -116,7 +116,12 @@ enum Msg {
     Entry(Entry),
     /// Flush everything before this message, then answer.
     Flush(oneshot::Sender<()>),
+    /// Flush, then open the log file again by its path (after logrotate moved it).
+    Reopen,
 }
+
+/// What the writer task writes to.
+type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
 impl AccessLog {
     /// Starts the writer task; `Output::Off` returns `Ok(None)`.
@@ -135,7 +140,7 @@ impl AccessLog {
         output: &Output,
         capacity: usize,
     ) -> Result<Option<AccessLog>, Error> {
-        let sink: Box<dyn AsyncWrite + Send + Unpin> = match output {
+        let sink: Sink = match output {
             Output::Off => return Ok(None),
             Output::Stdout => {
                 // A duplicate of fd 1 as a file: the crate's tokio has no `io-std` feature,
@@ -146,21 +151,18 @@ impl AccessLog {
                     .map_err(Error::Stdout)?;
                 Box::new(tokio::fs::File::from_std(std::fs::File::from(fd)))
             }
-            Output::File(path) => {
-                // Opened synchronously so `spawn` can fail; this runs once at start-up.
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::Open {
-                        path: path.clone(),
-                        source,
-                    })?;
-                Box::new(tokio::fs::File::from_std(file))
-            }
+            // Opened synchronously so `spawn` can fail; this runs once at start-up.
+            Output::File(path) => open(path).map_err(|source| Error::Open {
+                path: path.clone(),
+                source,
+            })?,
+        };
+        let path = match output {
+            Output::File(path) => Some(path.clone()),
+            Output::Off | Output::Stdout => None,
         };
         let (tx, rx) = mpsc::channel(capacity);
-        tokio::spawn(run(rx, BufWriter::with_capacity(BUFFER_BYTES, sink)));
+        tokio::spawn(run(rx, BufWriter::with_capacity(BUFFER_BYTES, sink), path));
         Ok(Some(AccessLog {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -184,6 +186,15 @@ impl AccessLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Has the writer open its file again by its path, after what was queued before
+    /// this call is written to the old one: for log rotation that renames the file
+    /// (logrotate's default) and then signals the process. If the file cannot be
+    /// opened, the writer logs why and keeps the one it has. Nothing for stdout.
+    pub async fn reopen(&self) {
+        // An error means the writer is gone: there is no file to reopen.
+        let _ = self.tx.send(Msg::Reopen).await;
+    }
+
     /// Waits until every entry queued before this call is written and flushed.
     ///
     /// Used by tests and on shutdown. Waits for queue space like any sender, so it can take
@@ -197,9 +208,19 @@ impl AccessLog {
     }
 }
 
+/// Opens (creating it if missing) the log file for appending.
+fn open(path: &std::path::Path) -> std::io::Result<Sink> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    Ok(Box::new(tokio::fs::File::from_std(file)))
+}
+
 /// The writer task: drains the queue in batches, flushes when it runs empty, and stops
-/// once every [`AccessLog`] handle is dropped.
-async fn run<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Msg>, mut out: BufWriter<W>) {
+/// once every [`AccessLog`] handle is dropped. `path` is the file it writes, if any
+/// (for [`Msg::Reopen`]).
+async fn run(mut rx: mpsc::Receiver<Msg>, mut out: BufWriter<Sink>, path: Option<PathBuf>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut line = Vec::with_capacity(512);
     let mut health = WriteHealth::default();
@@ -219,6 +240,21 @@ async fn run<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Msg>, mut out: BufWri
                     health.record(out.flush().await);
                     // The caller may have given up waiting; nothing to do then.
                     let _ = done.send(());
+                }
+                Msg::Reopen => {
+                    let Some(path) = &path else { continue };
+                    health.record(out.flush().await);
+                    // A blocking open, as at start: one `open(2)` per rotation.
+                    match open(path) {
+                        Ok(sink) => {
+                            out = BufWriter::with_capacity(BUFFER_BYTES, sink);
+                            tracing::info!(path = %path.display(), "access log file reopened");
+                        }
+                        Err(error) => tracing::error!(
+                            path = %path.display(), %error,
+                            "cannot reopen the access log file; still writing the old one"
+                        ),
+                    }
                 }
             }
         }

@@ -91,6 +91,11 @@ impl App {
         self.admin.local_addr().ok()
     }
 
+    /// The access-log writer, if access logs are on (SIGHUP and SIGUSR1 reopen its file).
+    pub fn access_log(&self) -> Option<AccessLog> {
+        self.access_log.clone()
+    }
+
     /// The reload handle (also used by the admin listener and SIGHUP).
     pub fn reloader(&self) -> Arc<Reloader> {
         Arc::clone(&self.reloader)

@@ -36,7 +36,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the listeners of a config file until SIGTERM or SIGINT (SIGHUP reloads it).
+    /// Serve the listeners of a config file until SIGTERM or SIGINT.
+    ///
+    /// SIGHUP reloads the config and reopens the access log file; SIGUSR1 only reopens
+    /// the access log file (after log rotation renamed it).
     ///
     /// ECS and Cloud Map discovery take their AWS settings from the standard chain:
     /// AWS_REGION, AWS_PROFILE, credentials from the environment, profile, ECS task role
@@ -151,7 +154,11 @@ fn run(path: PathBuf, workers: Option<usize>, watch: bool) -> anyhow::Result<()>
         let app = ecslb::app::App::bind(&path).await?;
         tracing::info!(admin = ?app.admin_addr(), listeners = ?app.listener_addrs(), open_files = %open_files.map_or("unlimited".into(), |n| n.to_string()), "ecslb started");
         let stop = CancellationToken::new();
-        let signals = tokio::spawn(ecslb::shutdown::watch_signals(stop.clone(), app.reloader()));
+        let signals = tokio::spawn(ecslb::shutdown::watch_signals(
+            stop.clone(),
+            app.reloader(),
+            app.access_log(),
+        ));
         if watch {
             // Ends with `stop`.
             tokio::spawn(ecslb::app::watch_config_file(app.reloader(), stop.clone()));

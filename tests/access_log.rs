@@ -87,3 +87,80 @@ async fn an_access_log_that_cannot_be_opened_stops_the_start() {
         "{err:#}"
     );
 }
+
+/// Log rotation as logrotate does it by default: the file is renamed, then the process
+/// is told to open a new one, with SIGUSR1 (as for nginx) or SIGHUP. Each line lands
+/// in the file that was current when its request finished; none is lost.
+#[tokio::test]
+async fn sigusr1_and_sighup_reopen_a_rotated_access_log_file() {
+    let b = backend("one").await;
+    let dir = TempDir::new();
+    let log = dir.0.join("access.log");
+    let ecslb = start_binary(|addr, admin| {
+        format!(
+            r#"
+[access_log]
+output = "{}"
+
+[admin]
+listen = "{admin}"
+
+[[listeners]]
+name = "web"
+bind = "{addr}"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+discovery = {{ static = ["{}"] }}
+"#,
+            log.display(),
+            b.addr
+        )
+    })
+    .await;
+    let paths = |file: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let line: Value = serde_json::from_str(l).unwrap();
+                let request = line["request"].as_str().unwrap().to_owned();
+                request
+                    .split(' ')
+                    .nth(1)
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+
+    let mut rotated = Vec::new();
+    for (n, signal) in [(1, "USR1"), (2, "HUP")] {
+        assert_eq!(get(&ecslb.url(&format!("/before-{n}"))).await.status, 200);
+        eventually("the line is written", async || paths(&log).len() == 1).await;
+        let old = dir.0.join(format!("access.log.{n}"));
+        std::fs::rename(&log, &old).unwrap();
+        // Written after the rename, before the signal: still goes to the moved file.
+        assert_eq!(get(&ecslb.url(&format!("/moved-{n}"))).await.status, 200);
+        eventually("the line is written to the moved file", async || {
+            paths(&old).len() == 2
+        })
+        .await;
+        ecslb.signal(signal);
+        eventually("the file is reopened", async || {
+            ecslb.log().matches("access log file reopened").count() == n
+        })
+        .await;
+        rotated.push(old);
+    }
+    assert_eq!(get(&ecslb.url("/after")).await.status, 200);
+    eventually("the last line is written", async || {
+        paths(&log) == ["after"]
+    })
+    .await;
+    assert_eq!(paths(&rotated[0]), ["before-1", "moved-1"]);
+    assert_eq!(paths(&rotated[1]), ["before-2", "moved-2"]);
+}
