@@ -50,6 +50,8 @@ const SLOTS: usize = 128;
 const READ_SPARE: usize = 4096;
 /// Initial read buffer, as hyper's.
 const READ_INITIAL: usize = 8192;
+/// Initial size of the buffer a response head is written into.
+const OUT_INITIAL: usize = 512;
 /// Body chunks up to this size are copied behind the head and written in one call.
 const COALESCE: usize = 4096;
 
@@ -157,8 +159,9 @@ pub(crate) async fn serve<S>(mut io: S, lean: Lean<'_>) -> Option<Prefixed<S>>
 where
     S: ClientStream,
 {
-    let mut buf = BytesMut::with_capacity(READ_INITIAL);
-    let mut out = Vec::with_capacity(512);
+    // Allocated when a request's first bytes arrive (see `read_head`).
+    let mut buf = BytesMut::new();
+    let mut out = Vec::with_capacity(OUT_INITIAL);
     let mut drained = lean.drain.signal();
     loop {
         let parsed = loop {
@@ -169,10 +172,9 @@ where
                     Parse::Hyper => return Some(Prefixed::new(buf.freeze(), io)),
                 }
             }
-            make_room(&mut buf);
             let read = tokio::select! {
                 biased;
-                read = io.read_buf(&mut buf) => read,
+                read = read_head(&mut io, &mut buf, &mut out) => read,
                 () = &mut drained => return None,
             };
             match read {
@@ -180,50 +182,112 @@ where
                 Ok(_) => {}
             }
         };
-        let Parsed {
-            mut request,
-            close: client_close,
-        } = parsed;
-        if let Some(client_cert) = lean.client_cert {
-            client_cert.apply(request.headers_mut());
-        }
-        let head_request = request.method() == Method::HEAD;
-        lean.activity.request_started_without_body();
-        // While the request is in flight the connection is still read, as hyper does:
-        // a client that closes (or resets) cancels its request, and bytes arriving
-        // are the next request's, kept in the buffer.
-        let handled = lean.proxy.handle(lean.client, request, Heads::Raw);
-        tokio::pin!(handled);
-        let mut resp = loop {
-            make_room(&mut buf);
-            tokio::select! {
-                biased;
-                resp = &mut handled => break resp,
-                read = io.read_buf(&mut buf), if buf.len() < lean.max_head => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        lean.activity.request_ended();
-                        tracing::debug!(client = %lean.client.addr, "client closed the connection before the answer");
-                        return None;
-                    }
-                }
-            }
-        };
-        lean.activity.request_ended();
-        if let Body::Target(body, tail) = resp.body_mut() {
-            if !body.is_end_stream() {
-                tail.open = Some(lean.activity.response_streaming());
-            }
-        }
-        let close = client_close || lean.drain.is_draining();
-        match write_response(&mut io, &mut out, resp, head_request, close).await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                tracing::debug!(client = %lean.client.addr, error = %e, "client connection ended while answering");
-                return None;
-            }
+        // Boxed: an answer's state (the request in flight, the target's response) is
+        // kilobytes, and in the connection's task it would stay allocated for as long as
+        // the connection is open, idle or not. One allocation per request instead.
+        if !Box::pin(answer(&mut io, &mut buf, &mut out, &lean, parsed)).await {
+            return None;
         }
     }
+}
+
+/// Forwards one request, reading the connection meanwhile, and writes the answer;
+/// `false` when the connection is to end.
+async fn answer<S>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    lean: &Lean<'_>,
+    parsed: Parsed,
+) -> bool
+where
+    S: ClientStream,
+{
+    let Parsed {
+        mut request,
+        close: client_close,
+    } = parsed;
+    if let Some(client_cert) = lean.client_cert {
+        client_cert.apply(request.headers_mut());
+    }
+    let head_request = request.method() == Method::HEAD;
+    lean.activity.request_started_without_body();
+    // While the request is in flight the connection is still read, as hyper does:
+    // a client that closes (or resets) cancels its request, and bytes arriving
+    // are the next request's, kept in the buffer.
+    let handled = lean.proxy.handle(lean.client, request, Heads::Raw);
+    tokio::pin!(handled);
+    let mut resp = loop {
+        make_room(buf);
+        tokio::select! {
+            biased;
+            resp = &mut handled => break resp,
+            read = io.read_buf(buf), if buf.len() < lean.max_head => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    lean.activity.request_ended();
+                    tracing::debug!(client = %lean.client.addr, "client closed the connection before the answer");
+                    return false;
+                }
+            }
+        }
+    };
+    lean.activity.request_ended();
+    if let Body::Target(body, tail) = resp.body_mut() {
+        if !body.is_end_stream() {
+            tail.open = Some(lean.activity.response_streaming());
+        }
+    }
+    let close = client_close || lean.drain.is_draining();
+    match write_response(io, out, resp, head_request, close).await {
+        Ok(keep) => keep,
+        Err(e) => {
+            tracing::debug!(client = %lean.client.addr, error = %e, "client connection ended while answering");
+            false
+        }
+    }
+}
+
+/// Reads more of a request head into `buf`.
+///
+/// With nothing buffered (between requests), the read goes to the stack, and only the
+/// bytes that arrive are copied into `buf` (allocated then if it has been given back).
+/// If the connection has to wait instead, it first gives back its read buffer and the
+/// part of `out` beyond its initial size: an idle keep-alive connection then holds no
+/// buffers while it waits, as nginx's do not.
+async fn read_head<S>(io: &mut S, buf: &mut BytesMut, out: &mut Vec<u8>) -> io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    if !buf.is_empty() {
+        make_room(buf);
+        return io.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_INITIAL];
+        let mut read = ReadBuf::uninit(&mut scratch);
+        match Pin::new(&mut *io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let bytes = read.filled();
+                if buf.capacity() < bytes.len() + READ_SPARE {
+                    // Given back (or too small): a fresh buffer, as when the connection opened.
+                    *buf = BytesMut::with_capacity(READ_INITIAL.max(bytes.len() + READ_SPARE));
+                }
+                buf.extend_from_slice(bytes);
+                Poll::Ready(Ok(bytes.len()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if buf.capacity() > 0 {
+                    *buf = BytesMut::new();
+                }
+                if out.capacity() > OUT_INITIAL {
+                    *out = Vec::with_capacity(OUT_INITIAL);
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// Keeps room in the read buffer for the next read (a read into a full buffer would

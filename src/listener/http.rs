@@ -107,7 +107,9 @@ pub async fn serve(
             let stream = IdleStream::new(stream, Arc::clone(&connection.activity));
             match tls {
                 None => connection.serve(stream, true).await,
-                Some((acceptor, client_certs)) => {
+                // Boxed, like hyper's path below: the task of every plain connection is
+                // as large as its largest state, and it stays allocated while idle.
+                Some((acceptor, client_certs)) => Box::pin(async move {
                     let handshake =
                         tokio::time::timeout(super::PREAMBLE_TIMEOUT, acceptor.accept(stream)).await;
                     match handshake {
@@ -122,7 +124,8 @@ pub async fn serve(
                         }
                         Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
                     }
-                }
+                })
+                .await,
             }
         });
     }
@@ -160,7 +163,7 @@ impl Connection {
         let watchdog = watch_http(&activity, self.idle_timeout);
         tokio::pin!(watchdog);
         if !lean {
-            return self.serve_hyper(io, client, watchdog).await;
+            return Box::pin(self.serve_hyper(io, client, watchdog)).await;
         }
         let served = h1::serve(
             io,
@@ -181,7 +184,9 @@ impl Connection {
             }
         };
         if let Some(io) = rest {
-            self.serve_hyper(io, client, watchdog).await;
+            // Boxed: most connections never get here, and hyper's connection state is
+            // large (it would size every connection's task).
+            Box::pin(self.serve_hyper(io, client, watchdog)).await;
         }
     }
 

@@ -611,6 +611,11 @@ impl Binary {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the process has logged so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
@@ -822,12 +827,17 @@ pub async fn raw_exchange_on(stream: &mut TcpStream, request: &[u8]) -> RawReply
 
 /// Resident set size of this process in bytes (`VmRSS` in /proc/self/status).
 pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    rss_bytes_of("self")
+}
+
+/// Resident set size of process `pid` (a number, or `self`) in bytes.
+pub fn rss_bytes_of(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
+        .expect("VmRSS in /proc/PID/status");
     kb * 1024
 }
 
