@@ -48,8 +48,13 @@ use crate::upstream::{Heads, RawHead};
 const SLOTS: usize = 128;
 /// Spare room the read buffer keeps before each read.
 const READ_SPARE: usize = 4096;
-/// Initial read buffer, as hyper's.
+/// Read size, as hyper's initial buffer; a head still incomplete after a read grows
+/// the buffer by this much.
 const READ_INITIAL: usize = 8192;
+/// The read buffer a request gets when its first bytes arrive, if they fit (most heads
+/// do): the allocator serves this size from its fastest path, and the buffer is given
+/// back when the connection next waits.
+const READ_FIRST: usize = 1024;
 /// Initial size of the buffer a response head is written into.
 const OUT_INITIAL: usize = 512;
 /// Body chunks up to this size are copied behind the head and written in one call.
@@ -218,7 +223,11 @@ where
     let handled = lean.proxy.handle(lean.client, request, Heads::Raw);
     tokio::pin!(handled);
     let mut resp = loop {
-        make_room(buf);
+        if buf.capacity() == buf.len() {
+            // Any room will do: this read only looks out for the client going away
+            // and keeps what it pipelines.
+            buf.reserve(READ_FIRST);
+        }
         tokio::select! {
             biased;
             resp = &mut handled => break resp,
@@ -268,9 +277,9 @@ where
         match Pin::new(&mut *io).poll_read(cx, &mut read) {
             Poll::Ready(Ok(())) => {
                 let bytes = read.filled();
-                if buf.capacity() < bytes.len() + READ_SPARE {
-                    // Given back (or too small): a fresh buffer, as when the connection opened.
-                    *buf = BytesMut::with_capacity(READ_INITIAL.max(bytes.len() + READ_SPARE));
+                if buf.capacity() < bytes.len() {
+                    // Given back (or too small): a buffer for this request.
+                    *buf = BytesMut::with_capacity(bytes.len().max(READ_FIRST));
                 }
                 buf.extend_from_slice(bytes);
                 Poll::Ready(Ok(bytes.len()))
