@@ -96,28 +96,8 @@ async fn sigusr1_and_sighup_reopen_a_rotated_access_log_file() {
     let b = backend("one").await;
     let dir = TempDir::new();
     let log = dir.0.join("access.log");
-    let ecslb = start_binary(|addr, admin| {
-        format!(
-            r#"
-[access_log]
-output = "{}"
-
-[admin]
-listen = "{admin}"
-
-[[listeners]]
-name = "web"
-bind = "{addr}"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-discovery = {{ static = ["{}"] }}
-"#,
-            log.display(),
-            b.addr
-        )
-    })
-    .await;
+    let tables = format!("[access_log]\noutput = \"{}\"\n", log.display());
+    let ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, &tables)).await;
     let paths = |file: &std::path::Path| -> Vec<String> {
         std::fs::read_to_string(file)
             .unwrap_or_default()

@@ -795,24 +795,7 @@ async fn a_client_that_closes_mid_request_cancels_it() {
 async fn a_burst_of_new_connections_waits_in_the_accept_queue_while_the_proxy_is_busy() {
     const BURST: usize = 400;
     let b = backend("b").await;
-    let ecslb = start_binary(|addr, admin| {
-        format!(
-            r#"
-[admin]
-listen = "{admin}"
-
-[[listeners]]
-name = "web"
-bind = "{addr}"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-discovery = {{ static = ["{}"] }}
-"#,
-            b.addr
-        )
-    })
-    .await;
+    let ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, "")).await;
 
     ecslb.signal("STOP");
     let mut connecting = tokio::task::JoinSet::new();
@@ -863,23 +846,7 @@ async fn the_proxy_holds_more_connections_than_the_soft_open_files_limit() {
     const CONNECTIONS: usize = 400;
     let b = backend("b").await;
     let ecslb = start_binary_with_open_files(
-        |addr, admin| {
-            format!(
-                r#"
-[admin]
-listen = "{admin}"
-
-[[listeners]]
-name = "web"
-bind = "{addr}"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-discovery = {{ static = ["{}"] }}
-"#,
-                b.addr
-            )
-        },
+        |addr, admin| binary_config(addr, admin, b.addr, ""),
         SOFT_LIMIT,
     )
     .await;
@@ -916,24 +883,7 @@ async fn idle_keep_alive_connections_cost_the_proxy_little_memory() {
     const CONNECTIONS: usize = 2000;
     const BATCH: usize = 200; // in flight at once: bounds the upstream pool's growth
     let b = backend("b").await;
-    let ecslb = start_binary(|addr, admin| {
-        format!(
-            r#"
-[admin]
-listen = "{admin}"
-
-[[listeners]]
-name = "web"
-bind = "{addr}"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-discovery = {{ static = ["{}"] }}
-"#,
-            b.addr
-        )
-    })
-    .await;
+    let ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, "")).await;
     let pid = ecslb.pid().to_string();
     let request = b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n";
     let answered = |mut stream: TcpStream| async move {

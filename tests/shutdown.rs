@@ -180,35 +180,20 @@ async fn shutdown_timeout_cuts_off_a_request_that_outlasts_it() {
 }
 
 /// A config for the binary forwarding to `target`.
-fn binary_config(
+fn shutdown_config(
     addr: SocketAddr,
     admin: SocketAddr,
     target: SocketAddr,
     shutdown_timeout: &str,
 ) -> String {
-    format!(
-        r#"
-[admin]
-listen = "{admin}"
-
-[shutdown]
-timeout = "{shutdown_timeout}"
-
-[[listeners]]
-name = "web"
-bind = "{addr}"
-default_action = {{ forward = "g" }}
-
-[target_groups.g]
-discovery = {{ static = ["{target}"] }}
-"#
-    )
+    let tables = format!("[shutdown]\ntimeout = \"{shutdown_timeout}\"\n");
+    binary_config(addr, admin, target, &tables)
 }
 
 #[tokio::test]
 async fn sigterm_drains_an_in_flight_request_and_the_binary_exits_zero() {
     let b = backend("one").await;
-    let mut ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, "10s")).await;
+    let mut ecslb = start_binary(|addr, admin| shutdown_config(addr, admin, b.addr, "10s")).await;
     let slow = spawn_get(ecslb.url("/slow?ms=1500"));
     wait_for_hits(&b, 1).await;
 
@@ -229,7 +214,7 @@ async fn sigterm_drains_an_in_flight_request_and_the_binary_exits_zero() {
 #[tokio::test]
 async fn sigterm_with_nothing_in_flight_exits_at_once() {
     let b = backend("one").await;
-    let mut ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, "10s")).await;
+    let mut ecslb = start_binary(|addr, admin| shutdown_config(addr, admin, b.addr, "10s")).await;
     assert_eq!(get(&ecslb.url("/")).await.body, "one");
     let started = Instant::now();
     ecslb.signal("TERM");
@@ -248,7 +233,7 @@ async fn sigterm_with_nothing_in_flight_exits_at_once() {
 #[tokio::test]
 async fn sigterm_cuts_off_a_request_that_outlasts_the_shutdown_timeout() {
     let b = backend("one").await;
-    let mut ecslb = start_binary(|addr, admin| binary_config(addr, admin, b.addr, "300ms")).await;
+    let mut ecslb = start_binary(|addr, admin| shutdown_config(addr, admin, b.addr, "300ms")).await;
     let slow = spawn_get(ecslb.url("/slow?ms=5000"));
     wait_for_hits(&b, 1).await;
 
@@ -307,7 +292,7 @@ async fn with_stderr_closed_the_binary_still_serves_and_exits_on_sigterm() {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config_path = dir.0.join("ecslb.toml");
-    std::fs::write(&config_path, binary_config(addr, admin, b.addr, "10s")).unwrap();
+    std::fs::write(&config_path, shutdown_config(addr, admin, b.addr, "10s")).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ecslb"))
         .args(["run", "-c"])
         .arg(&config_path)

@@ -841,6 +841,30 @@ pub fn rss_bytes_of(pid: &str) -> u64 {
     kb * 1024
 }
 
+/// The TOML for [`start_binary`]: listener `web` on `addr` forwarding to group `g`
+/// at `target`, the admin listener on `admin`; `tables` (e.g. `[access_log]`) first.
+pub fn binary_config(
+    addr: SocketAddr,
+    admin: SocketAddr,
+    target: SocketAddr,
+    tables: &str,
+) -> String {
+    format!(
+        r#"{tables}
+[admin]
+listen = "{admin}"
+
+[[listeners]]
+name = "web"
+bind = "{addr}"
+default_action = {{ forward = "g" }}
+
+[target_groups.g]
+discovery = {{ static = ["{target}"] }}
+"#
+    )
+}
+
 /// The TOML of one HTTP listener (`listener_extra` lines go under it) forwarding to
 /// group `g` at `targets` (`group_extra` lines go under the group).
 pub fn one_group_config(targets: &[SocketAddr], listener_extra: &str, group_extra: &str) -> String {
