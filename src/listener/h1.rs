@@ -262,7 +262,7 @@ where
 /// bytes that arrive are copied into `buf` (allocated then if it has been given back).
 /// If the connection has to wait instead, it first gives back its read buffer and the
 /// part of `out` beyond its initial size: an idle keep-alive connection then holds no
-/// buffers while it waits, as nginx's do not.
+/// buffers while it waits (nor do nginx's).
 async fn read_head<S>(io: &mut S, buf: &mut BytesMut, out: &mut Vec<u8>) -> io::Result<usize>
 where
     S: AsyncRead + Unpin,
