@@ -318,23 +318,12 @@ async fn with_stderr_closed_the_binary_still_serves_and_exits_on_sigterm() {
         child.try_wait()
     );
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break Some(exit);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill(); // our own child, by its pid
-            let _ = child.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    signal_child(&child, "TERM");
+    let exit = wait_child_exit(&mut child, Duration::from_secs(5)).await;
+    if exit.is_none() {
+        let _ = child.kill(); // our own child, by its pid
+        let _ = child.wait();
+    }
     let exit = exit.expect("ecslb exits within 5 s of SIGTERM");
     assert!(exit.success(), "{exit}");
 }

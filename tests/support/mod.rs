@@ -589,26 +589,12 @@ impl Binary {
 
     /// Sends a signal by name (`"HUP"`, `"TERM"`) with `kill`.
     pub fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} {} failed", self.child.id());
+        signal_child(&self.child, name);
     }
 
     /// Waits up to `timeout` for the process to exit; `None` if it is still running.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_child_exit(&mut self.child, timeout).await
     }
 
     /// The process id.
@@ -619,6 +605,33 @@ impl Binary {
     /// What the process has logged so far (stderr).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// Sends `child` a signal by name (`"HUP"`, `"TERM"`) with `kill`.
+pub fn signal_child(child: &std::process::Child, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {} failed", child.id());
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it is still running.
+pub async fn wait_child_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited on") {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
