@@ -20,7 +20,7 @@ if ((${#missing[@]})); then
   fi
 fi
 
-echo "==> the ECS emulator's Python venv (.venv: moto, boto3; about a minute the first time)"
+echo "==> the Python venv of the ECS emulator and the gRPC tests (.venv: moto, boto3, grpcio; about a minute the first time)"
 bash emulator/setup.sh >/dev/null
 
 echo "==> building and running the tests (the first build takes several minutes)"

@@ -285,7 +285,8 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 h.unhealthy_threshold,
             ),
             Some(h) => println!(
-                "  health check: {:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
+                "  health check: {}{:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
+                if h.grpc { "gRPC over " } else { "" },
                 h.protocol,
                 h.path,
                 humantime::format_duration(h.interval),

@@ -462,8 +462,11 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Consecutive failures that make a target unhealthy.
     pub unhealthy_threshold: u32,
-    /// Status codes that pass an HTTP check.
+    /// Codes that pass: HTTP status codes, or gRPC status codes for gRPC checks.
     pub matcher: Matcher,
+    /// A gRPC check (a `grpc` group's, as on ALB): an HTTP/2 `POST` of an empty
+    /// message to `path` (`/package.Service/Method`), passed by its `grpc-status`.
+    pub grpc: bool,
     /// Host header of HTTP checks; `None`: the target's address.
     pub host: Option<String>,
 }
@@ -480,25 +483,33 @@ pub enum HealthProtocol {
     Tcp,
 }
 
-/// HTTP status codes that pass a check: `"200"`, `"200,202"`, `"200-399"`.
+/// Codes that pass a check: HTTP status codes (`"200"`, `"200,202"`, `"200-399"`) or
+/// gRPC status codes (`"12"`, `"0-99"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matcher(pub Vec<(u16, u16)>);
 
 impl Matcher {
-    /// Whether `status` passes.
-    pub fn matches(&self, status: u16) -> bool {
-        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    /// HTTP status codes a matcher may name.
+    pub const HTTP: (u16, u16) = (100, 599);
+    /// gRPC status codes a matcher may name (ALB's range).
+    pub const GRPC: (u16, u16) = (0, 99);
+
+    /// Whether `code` passes.
+    pub fn matches(&self, code: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
     }
 
-    /// Parses `"200,202,300-399"`.
-    pub fn parse(text: &str) -> Option<Self> {
+    /// Parses `"200,202,300-399"`: codes and ranges within `bounds`
+    /// ([`Matcher::HTTP`] or [`Matcher::GRPC`]).
+    pub fn parse(text: &str, bounds: (u16, u16)) -> Option<Self> {
+        let (min, max) = bounds;
         let ranges: Option<Vec<(u16, u16)>> = text
             .split(',')
             .map(|part| {
                 let part = part.trim();
                 let (lo, hi) = part.split_once('-').unwrap_or((part, part));
                 let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
-                ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+                ((min..=max).contains(&lo) && (lo..=max).contains(&hi)).then_some((lo, hi))
             })
             .collect();
         ranges.filter(|r| !r.is_empty()).map(Matcher)
@@ -561,8 +572,17 @@ pub enum Algorithm {
 pub enum ProtocolVersion {
     /// HTTP/1.1 with keep-alive.
     Http1,
-    /// HTTP/2 over clear text (prior knowledge).
+    /// HTTP/2 over clear text (prior knowledge), or over TLS with ALPN `h2`.
     Http2,
+    /// gRPC: HTTP/2 as `Http2`, and health checks are gRPC calls.
+    Grpc,
+}
+
+impl ProtocolVersion {
+    /// Whether targets are spoken to in HTTP/2.
+    pub fn is_http2(self) -> bool {
+        matches!(self, ProtocolVersion::Http2 | ProtocolVersion::Grpc)
+    }
 }
 
 /// Target stickiness, by cookie.

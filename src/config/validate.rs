@@ -898,6 +898,7 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         &[
             ("http1", ProtocolVersion::Http1),
             ("http2", ProtocolVersion::Http2),
+            ("grpc", ProtocolVersion::Grpc),
         ],
     );
     let response_timeout = c.duration(
@@ -926,10 +927,10 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
     {
         c.fail_at("slow_start", "must be 0s (off) or at least 100ms");
     }
-    let health_check = g
-        .health_check
-        .as_ref()
-        .and_then(|h| c.key("health_check", |c| health_check(c, h, protocol)));
+    let health_check = g.health_check.as_ref().and_then(|h| {
+        let grpc = protocol_version == ProtocolVersion::Grpc;
+        c.key("health_check", |c| health_check(c, h, protocol, grpc))
+    });
     let outlier_detection = g
         .outlier_detection
         .as_ref()
@@ -990,8 +991,15 @@ fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32
 }
 
 /// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
-/// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2.
-fn health_check(c: &mut Check, h: &HealthCheckFile, group: GroupProtocol) -> Option<HealthCheck> {
+/// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2. A `grpc`
+/// group's checks are gRPC calls: path `/AWS.ALB/healthcheck` and gRPC code 12
+/// (UNIMPLEMENTED: any gRPC server that is up answers it so) unless told otherwise.
+fn health_check(
+    c: &mut Check,
+    h: &HealthCheckFile,
+    group: GroupProtocol,
+    grpc: bool,
+) -> Option<HealthCheck> {
     if h.enabled == Some(false) {
         return None;
     }
@@ -1028,7 +1036,9 @@ fn health_check(c: &mut Check, h: &HealthCheckFile, group: GroupProtocol) -> Opt
             "must be at least 50ms and no longer than the interval",
         );
     }
-    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    let grpc = grpc && protocol != HealthProtocol::Tcp;
+    let default_path = if grpc { "/AWS.ALB/healthcheck" } else { "/" };
+    let path = h.path.clone().unwrap_or_else(|| default_path.into());
     if !path.starts_with('/')
         || path.len() > 1024
         || http::uri::PathAndQuery::try_from(path.as_str()).is_err()
@@ -1059,16 +1069,24 @@ fn health_check(c: &mut Check, h: &HealthCheckFile, group: GroupProtocol) -> Opt
             None
         }
     };
+    let (bounds, default, example) = if grpc {
+        (
+            Matcher::GRPC,
+            12,
+            "gRPC codes and ranges 0-99, e.g. \"0\" or \"0-99\"",
+        )
+    } else {
+        (
+            Matcher::HTTP,
+            200,
+            "codes and ranges 100-599, e.g. \"200,202,300-399\"",
+        )
+    };
     let matcher = match &h.matcher {
-        None => Matcher(vec![(200, 200)]),
-        Some(text) => Matcher::parse(text).unwrap_or_else(|| {
-            c.fail_at(
-                "matcher",
-                format!(
-                    "invalid matcher {text:?}: codes and ranges 100-599, e.g. \"200,202,300-399\""
-                ),
-            );
-            Matcher(vec![(200, 200)])
+        None => Matcher(vec![(default, default)]),
+        Some(text) => Matcher::parse(text, bounds).unwrap_or_else(|| {
+            c.fail_at("matcher", format!("invalid matcher {text:?}: {example}"));
+            Matcher(vec![(default, default)])
         }),
     };
     if let Some(host) = &h.host {
@@ -1085,6 +1103,7 @@ fn health_check(c: &mut Check, h: &HealthCheckFile, group: GroupProtocol) -> Opt
         healthy_threshold: count(c, "healthy_threshold", h.healthy_threshold, 5, (1, 10)),
         unhealthy_threshold: count(c, "unhealthy_threshold", h.unhealthy_threshold, 2, (1, 10)),
         matcher,
+        grpc,
         host: h.host.clone(),
     })
 }

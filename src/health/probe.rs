@@ -1,16 +1,16 @@
 //! One health probe of one target: an HTTP/1.1 GET (in clear or over TLS) whose status
-//! must match, or a TCP connect. Each probe opens its own connection; probes never share
-//! the traffic pools.
+//! must match, a gRPC call (HTTP/2) whose `grpc-status` must match, or a TCP connect.
+//! Each probe opens its own connection; probes never share the traffic pools.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST, USER_AGENT};
-use http::Request;
-use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, TE, USER_AGENT};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -22,6 +22,10 @@ use crate::config::{HealthCheck, HealthProtocol};
 /// Response body bytes a probe reads before closing its connection.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
+/// The body of a gRPC check: one message, not compressed, of length 0 (an empty
+/// protobuf message, e.g. `grpc.health.v1.HealthCheckRequest` for every service).
+const EMPTY_GRPC_MESSAGE: [u8; 5] = [0; 5];
+
 /// Probes `addr` once (the caller bounds it with the check's timeout).
 pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Failure> {
     let addr = SocketAddr::new(addr.ip(), check.port.unwrap_or(addr.port()));
@@ -31,6 +35,7 @@ pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Fai
     let _ = stream.set_nodelay(true); // a failure only costs latency
     match check.protocol {
         HealthProtocol::Tcp => Ok(()),
+        HealthProtocol::Http if check.grpc => grpc(stream, addr, check, "http").await,
         HealthProtocol::Http => http(stream, addr, check).await,
         HealthProtocol::Https => {
             let name = match &check.host {
@@ -39,13 +44,26 @@ pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Fai
                 }
                 None => ServerName::IpAddress(addr.ip().into()),
             };
-            let tls = TlsConnector::from(tls_config())
+            let tls = TlsConnector::from(tls_config(check.grpc))
                 .connect(name, stream)
                 .await
                 .map_err(|_| Failure::Connection)?;
-            http(tls, addr, check).await
+            if check.grpc {
+                grpc(tls, addr, check, "https").await
+            } else {
+                http(tls, addr, check).await
+            }
         }
     }
+}
+
+/// The `Host` (or `:authority`) of a check: the configured one, else the target's address.
+fn host(addr: SocketAddr, check: &HealthCheck) -> Result<HeaderValue, Failure> {
+    match &check.host {
+        Some(host) => HeaderValue::from_str(host),
+        None => HeaderValue::from_str(&addr.to_string()),
+    }
+    .map_err(|_| Failure::Connection)
 }
 
 async fn http<S>(stream: S, addr: SocketAddr, check: &HealthCheck) -> Result<(), Failure>
@@ -55,13 +73,8 @@ where
     let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|_| Failure::Connection)?;
-    let host = match &check.host {
-        Some(host) => HeaderValue::from_str(host),
-        None => HeaderValue::from_str(&addr.to_string()),
-    }
-    .map_err(|_| Failure::Connection)?;
     let req = Request::get(check.path.as_str())
-        .header(HOST, host)
+        .header(HOST, host(addr, check)?)
         .header(USER_AGENT, "ELB-HealthChecker/2.0")
         .body(Empty::new())
         .map_err(|_| Failure::Connection)?;
@@ -74,8 +87,9 @@ where
         let status = resp.status().as_u16();
         // Read the (small) body too: closing a connection with unread bytes resets
         // it, and the target's server would log a connection reset every check.
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_PROBE_BODY);
-        let _ = http_body_util::BodyExt::collect(body).await;
+        let _ = Limited::new(resp.into_body(), MAX_PROBE_BODY)
+            .collect()
+            .await;
         if check.matcher.matches(status) {
             Ok(())
         } else {
@@ -89,12 +103,79 @@ where
     }
 }
 
-/// TLS settings of HTTPS probes, made once: like ALB's, they do not verify the target's
-/// certificate (targets commonly serve self-signed ones), but they do check that the
-/// handshake is signed by the key of the certificate presented.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
+/// A gRPC check: an HTTP/2 connection, one unary call with an empty message. It passes
+/// when the HTTP status is 200 and the `grpc-status` (in the head of a trailers-only
+/// response, else in the trailers) matches. An answer with no `grpc-status` is not a
+/// gRPC server's and fails whatever the matcher says, with its HTTP status.
+async fn grpc<S>(
+    stream: S,
+    addr: SocketAddr,
+    check: &HealthCheck,
+    scheme: &str,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|_| Failure::Connection)?;
+    let host = host(addr, check)?;
+    let uri = format!(
+        "{scheme}://{}{}",
+        host.to_str().unwrap_or_default(),
+        check.path
+    );
+    let req = Request::post(uri)
+        .header(CONTENT_TYPE, "application/grpc")
+        .header(TE, "trailers")
+        .header(USER_AGENT, "ELB-HealthChecker/2.0")
+        .body(Full::new(Bytes::from_static(&EMPTY_GRPC_MESSAGE)))
+        .map_err(|_| Failure::Connection)?;
+    let response = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|_| Failure::Connection)?;
+        if resp.status() != StatusCode::OK {
+            return Err(Failure::ResponseCodeMismatch(resp.status().as_u16()));
+        }
+        let code = match grpc_status(resp.headers()) {
+            Some(code) => code,
+            None => {
+                let body = Limited::new(resp.into_body(), MAX_PROBE_BODY)
+                    .collect()
+                    .await
+                    .map_err(|_| Failure::Connection)?;
+                let code = body.trailers().and_then(grpc_status);
+                code.ok_or(Failure::ResponseCodeMismatch(StatusCode::OK.as_u16()))?
+            }
+        };
+        if check.matcher.matches(code) {
+            Ok(())
+        } else {
+            Err(Failure::ResponseCodeMismatch(code))
+        }
+    };
+    tokio::pin!(conn);
+    tokio::select! {
+        outcome = response => outcome,
+        _ = &mut conn => Err(Failure::Connection),
+    }
+}
+
+/// A `grpc-status` field's code.
+fn grpc_status(fields: &http::HeaderMap) -> Option<u16> {
+    fields.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// TLS settings of HTTPS probes (with ALPN `h2` for gRPC ones), made once each: like
+/// ALB's, they do not verify the target's certificate (targets commonly serve
+/// self-signed ones), but they do check that the handshake is signed by the key of the
+/// certificate presented.
+fn tls_config(h2: bool) -> Arc<rustls::ClientConfig> {
+    static HTTP1: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    static H2: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    Arc::clone((if h2 { &H2 } else { &HTTP1 }).get_or_init(|| {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -107,6 +188,10 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             });
         // The ring provider supports the default protocol versions; failing here would
         // be a build mistake, not a runtime condition.
-        Arc::new(config.expect("ring supports TLS 1.2 and 1.3"))
+        let mut config = config.expect("ring supports TLS 1.2 and 1.3");
+        if h2 {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+        }
+        Arc::new(config)
     }))
 }

@@ -50,13 +50,17 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. With
-/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
+/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop. A `TE`
+/// that lists `trailers` goes on as `TE: trailers`, as RFC 9113 allows it in HTTP/2:
+/// it tells the target the client takes trailer fields, and gRPC servers refuse a
+/// call without it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the (few) names finds what to remove; only those are removed.
     // Hashing seven removals on every request and response cost several percent of CPU,
     // and so did making a name of every `Connection` token (an allocation each): tokens
     // are compared with the names present instead.
     let mut doomed: SmallVec<[HeaderName; 4]> = SmallVec::new();
+    let mut trailers = false;
     for (name, value) in headers.iter() {
         if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
@@ -74,11 +78,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
             doomed.push(header::CONNECTION);
         } else if !(upgrade && name == header::UPGRADE) && is_hop_by_hop(name.as_str().as_bytes()) {
+            trailers |= name == header::TE && has_token(value.as_bytes(), "trailers");
             doomed.push(name.clone());
         }
     }
     for name in doomed {
         headers.remove(&name);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -228,10 +236,32 @@ mod tests {
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn te_goes_on_as_trailers_only_when_it_lists_trailers() {
+        for (te, connection, want) in [
+            ("trailers", None, Some("trailers")),
+            ("gzip, Trailers", Some("TE"), Some("trailers")),
+            ("gzip", None, None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::TE, HeaderValue::from_static(te));
+            if let Some(c) = connection {
+                h.insert(header::CONNECTION, HeaderValue::from_static(c));
+            }
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(
+                h.get(header::TE).map(|v| v.to_str().unwrap()),
+                want,
+                "{te:?}"
+            );
+            assert!(!h.contains_key(header::CONNECTION));
+        }
     }
 
     #[test]

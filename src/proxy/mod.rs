@@ -326,7 +326,19 @@ impl Proxy {
         // absolute form its pseudo-headers are made from.
         if group.upstream.version() == Version::HTTP_2 {
             parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(target.authority.clone());
+            // `:authority` is the Host the client asked for, as `Host` is preserved for
+            // HTTP/1.1 targets: HTTP/2 servers take the host from it, and RFC 9113
+            // §8.3.1 forbids a `Host` that differs. The target's address only when the
+            // request has no usable host.
+            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+            parts.authority = match (parts.authority.take(), host) {
+                (Some(authority), Some(host)) if authority.as_str().as_bytes() == host => {
+                    Some(authority)
+                }
+                (_, Some(host)) => http::uri::Authority::try_from(host).ok(),
+                (authority, None) => authority,
+            }
+            .or_else(|| Some(target.authority.clone()));
         } else {
             parts.scheme = None;
             parts.authority = None;

@@ -204,9 +204,10 @@ impl Client {
 
     /// The HTTP version requests to targets must carry.
     pub fn version(&self) -> http::Version {
-        match self.version {
-            ProtocolVersion::Http1 => http::Version::HTTP_11,
-            ProtocolVersion::Http2 => http::Version::HTTP_2,
+        if self.version.is_http2() {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
         }
     }
 
@@ -235,7 +236,9 @@ impl Client {
                 self.send_lean(target, req, heads).await.map(|r| (r, None))
             }
             ProtocolVersion::Http1 => self.send_http1(target, req).await.map(hyper),
-            ProtocolVersion::Http2 => self.send_http2(target, req).await.map(|r| hyper((r, None))),
+            ProtocolVersion::Http2 | ProtocolVersion::Grpc => {
+                self.send_http2(target, req).await.map(|r| hyper((r, None)))
+            }
         }
     }
 

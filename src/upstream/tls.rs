@@ -61,7 +61,7 @@ impl Settings {
         };
         client.alpn_protocols = match (group.protocol, group.protocol_version) {
             (config::GroupProtocol::Https, ProtocolVersion::Http1) => vec![b"http/1.1".to_vec()],
-            (config::GroupProtocol::Https, ProtocolVersion::Http2) => vec![b"h2".to_vec()],
+            (config::GroupProtocol::Https, v) if v.is_http2() => vec![b"h2".to_vec()],
             _ => Vec::new(),
         };
         let server_name = tls

@@ -319,7 +319,9 @@ async fn backend_response(
                 .insert("set-cookie", format!("{cookie}=1; Path=/").parse().unwrap());
         }
         "/version" => {
-            *resp.body_mut() = full(format!("{:?}", req.version()));
+            // HTTP/2 requests carry their host as `:authority`, in the URI.
+            let authority = req.uri().authority().map_or("", |a| a.as_str());
+            *resp.body_mut() = full(format!("{:?} {authority}", req.version()));
         }
         _ => {}
     }
@@ -1238,6 +1240,7 @@ pub async fn wait_for_state(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+pub mod grpc;
 pub mod moto;
 pub mod prometheus;
 pub mod tls;

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     let py = repo().join(".venv/bin/python");
     assert!(
         py.exists(),
@@ -22,7 +22,7 @@ fn python() -> PathBuf {
 }
 
 /// Reads the child's stdout until a line starts with `prefix`; returns that line.
-fn wait_for_line(child: &mut Child, prefix: &str) -> String {
+pub fn wait_for_line(child: &mut Child, prefix: &str) -> String {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     let wanted = prefix.to_owned();

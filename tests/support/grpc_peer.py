@@ -1,0 +1,118 @@
+"""A real gRPC server and client (grpcio) for tests/grpc.rs.
+
+    grpc_peer.py server NAME [CERT KEY]
+        Serves on 127.0.0.1 (a free port; TLS with CERT and KEY when given) and prints
+        "listening PORT". Methods (raw bytes, no protobuf compiler needed):
+          /t.Echo/Echo    unary: answers b"NAME:" + request, trailing metadata x-served-by
+          /t.Echo/Fail    unary: fails with NOT_FOUND, details "no such thing"
+          /t.Echo/Count   server streaming: int(request) messages b"0", b"1", ...
+          /t.Echo/Chat    bidirectional: each message answered upper-cased, as it comes
+          /grpc.health.v1.Health/Check   unary: SERVING
+
+    grpc_peer.py client ADDR CALLS [CA NAME]
+        Calls each method through ADDR (TLS trusting CA, for server name NAME, when
+        given) and prints one JSON object with what came back; Echo CALLS times.
+"""
+
+import json
+import queue
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+
+def serve(name, cert=None, key=None):
+    def echo(request, context):
+        context.set_trailing_metadata((("x-served-by", name),))
+        return name.encode() + b":" + request
+
+    def fail(request, context):
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+    def count(request, context):
+        for i in range(int(request)):
+            yield str(i).encode()
+
+    def chat(requests, context):
+        for message in requests:
+            yield message.upper()
+
+    def health(request, context):
+        return b"\x08\x01"  # HealthCheckResponse { status: SERVING }
+
+    ident = lambda b: b  # noqa: E731 (messages are raw bytes)
+    handlers = [
+        grpc.method_handlers_generic_handler(
+            "t.Echo",
+            {
+                "Echo": grpc.unary_unary_rpc_method_handler(echo, ident, ident),
+                "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
+                "Count": grpc.unary_stream_rpc_method_handler(count, ident, ident),
+                "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            "grpc.health.v1.Health",
+            {"Check": grpc.unary_unary_rpc_method_handler(health, ident, ident)},
+        ),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers(handlers)
+    if cert:
+        with open(cert, "rb") as c, open(key, "rb") as k:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port("127.0.0.1:0", creds)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"listening {port}", flush=True)
+    server.wait_for_termination()
+
+
+def call(addr, calls, ca=None, name=None):
+    if ca:
+        with open(ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        channel = grpc.secure_channel(addr, creds, (("grpc.ssl_target_name_override", name),))
+    else:
+        channel = grpc.insecure_channel(addr)
+    out = {"echo": [], "trailers": []}
+    echo = channel.unary_unary("/t.Echo/Echo")
+    for i in range(calls):
+        reply, state = echo.with_call(f"hi{i}".encode(), timeout=10)
+        out["echo"].append(reply.decode())
+        out["trailers"].append(dict(state.trailing_metadata()).get("x-served-by"))
+    try:
+        channel.unary_unary("/t.Echo/Fail")(b"", timeout=10)
+        out["fail"] = ["OK", ""]
+    except grpc.RpcError as e:
+        out["fail"] = [e.code().name, e.details()]
+    out["count"] = [m.decode() for m in channel.unary_stream("/t.Echo/Count")(b"5", timeout=10)]
+
+    # Lockstep: the next message is sent only after the answer to the last one came
+    # back, so this passes only if both directions stream through the proxy.
+    answers = queue.Queue()
+    words = ["one", "two", "three"]
+
+    def requests():
+        for word in words:
+            yield word.encode()
+            answers.get(timeout=10)
+
+    out["chat"] = []
+    for reply in channel.stream_stream("/t.Echo/Chat")(requests(), timeout=10):
+        out["chat"].append(reply.decode())
+        answers.put(reply)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    mode, args = sys.argv[1], sys.argv[2:]
+    if mode == "server":
+        serve(*args)
+    elif mode == "client":
+        call(args[0], int(args[1]), *args[2:])
+    else:
+        sys.exit(f"unknown mode {mode!r}")
