@@ -365,7 +365,8 @@ async fn https_target_groups_verify_the_target_certificate() {
     ))
     .await;
     let r = get(&proxy.url("/version")).await;
-    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "HTTP/2.0"));
+    let want = format!("HTTP/2.0 {}", proxy.addrs[0]); // with the client's host
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, want.as_str()));
 }
 
 #[tokio::test]
