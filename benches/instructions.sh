@@ -5,7 +5,8 @@
 #
 # ecslb (--workers 1) runs under callgrind in front of the three nginx backends of
 # benches/load/; h2load sends WARMUP requests, the counters are zeroed, then REQUESTS
-# more (HTTP/1.1 keep-alive, 50 connections, GET /) and the counters are dumped. It
+# more (HTTP/1.1 keep-alive, or HTTP/2 with PROTOCOL=h2c; 50 connections, GET /) and
+# the counters are dumped. It
 # prints instructions per request and, with TOP=N, the N functions with the most
 # instructions of their own (inlined code counts to the function it was inlined into).
 #
@@ -13,6 +14,8 @@
 #   REQUESTS=20000   measured requests
 #   WARMUP=2000      requests before the counters are zeroed
 #   TOP=0            also list this many functions
+#   PROTOCOL=h1      h1: HTTP/1.1 keep-alive; h2c: HTTP/2 (prior knowledge), 10 streams
+#                    at once per connection
 #   ECSLB_BIN=path   use this binary; skip `cargo build --release`
 #   KEEP_TMP=1       keep the temp dir (config, callgrind output)
 #
@@ -34,6 +37,11 @@ for v in REQUESTS WARMUP; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ $TOP =~ ^[0-9]+$ ]] || die "TOP must be a number (got '$TOP')"
+case ${PROTOCOL:=h1} in
+    h1) client_flags=(--h1) ;;
+    h2c) client_flags=(-m 10) ;;
+    *) die "PROTOCOL must be h1 or h2c (got '$PROTOCOL')" ;;
+esac
 PKG_OF[valgrind]=valgrind
 PKG_OF[callgrind_control]=valgrind
 install_missing nginx curl python3 taskset setsid h2load valgrind callgrind_control
@@ -53,10 +61,10 @@ wait_ready "$PORT" "$pid" || die "ecslb did not answer under valgrind; see $WORK
 
 url="http://127.0.0.1:$PORT/"
 log "warm-up: $WARMUP requests"
-h2load --h1 -n "$WARMUP" -c 50 "$url" >"$WORK/warmup.txt" 2>&1 || die "h2load failed (warm-up)"
+h2load "${client_flags[@]}" -n "$WARMUP" -c 50 "$url" >"$WORK/warmup.txt" 2>&1 || die "h2load failed (warm-up)"
 callgrind_control -z "$pid" >/dev/null 2>&1
 log "measuring: $REQUESTS requests"
-h2load --h1 -n "$REQUESTS" -c 50 "$url" >"$WORK/h2load.txt" 2>&1 || die "h2load failed"
+h2load "${client_flags[@]}" -n "$REQUESTS" -c 50 "$url" >"$WORK/h2load.txt" 2>&1 || die "h2load failed"
 callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 1
 stop_pid "$pid"

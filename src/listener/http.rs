@@ -27,7 +27,7 @@ use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::proxy::{Body, Forwarded, Proxy};
 use crate::routing::Routes;
-use crate::upstream::Heads;
+use crate::upstream::{Heads, ResponseBody};
 
 /// Serves `listener` until `stop` fires, then waits for its open connections to finish
 /// their in-flight requests (the caller bounds that wait). With `tls`, each connection
@@ -214,12 +214,17 @@ impl Connection {
             let (proxy, activity) = (Arc::clone(&proxy), Arc::clone(&activity));
             let client = Arc::clone(&client);
             async move {
+                let http2 = req.version() == http::Version::HTTP_2;
                 let req = activity.request_started(req);
                 let mut resp = proxy.handle(&client, req, Heads::Map).await;
                 activity.request_ended();
                 if let Body::Target(body, tail) = resp.body_mut() {
                     if !http_body::Body::is_end_stream(body) {
                         tail.open = Some(activity.response_streaming());
+                    }
+                    // The lean client's values share a copy of the head already.
+                    if http2 && matches!(body, ResponseBody::Hyper(_)) {
+                        crate::proxy::headers::own_values(resp.headers_mut());
                     }
                 }
                 Ok::<_, Infallible>(resp)

@@ -93,6 +93,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Gives every value its own allocation. For messages sent over HTTP/2: its HPACK
+/// encoder keeps the values it indexes for the life of the connection, and a value
+/// parsed in place shares the read buffer it came in (8 KiB or more, of a target's or
+/// a client's connection), which it would keep alive with it. Without this, an HTTP/2
+/// client connection kept one target read buffer per distinct value (a `Date`, a
+/// request id) in its table: about 900 KB per connection after 50 requests.
+pub fn own_values(headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+}
+
 /// The forwarding headers' values that stay the same for every request of a connection.
 #[derive(Debug, Clone)]
 pub struct Forwarded {

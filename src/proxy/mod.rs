@@ -325,6 +325,9 @@ impl Proxy {
         // HTTP/1.1 connections take the origin form (`/path?query`), HTTP/2 the
         // absolute form its pseudo-headers are made from.
         if group.upstream.version() == Version::HTTP_2 {
+            // The target connection is shared and long-lived: its HPACK table must not
+            // keep client read buffers alive.
+            headers::own_values(req.headers_mut());
             parts.scheme = Some(Scheme::HTTP);
             // `:authority` is the Host the client asked for, as `Host` is preserved for
             // HTTP/1.1 targets: HTTP/2 servers take the host from it, and RFC 9113

@@ -255,14 +255,17 @@ impl RawHead {
         }
     }
 
-    /// All the fields in a `HeaderMap`.
+    /// All the fields in a `HeaderMap`. Their values share one copy of the head, not
+    /// the connection's read buffer: an HTTP/2 client connection's HPACK table keeps
+    /// values it indexes (see `headers::own_values`), and would keep that whole buffer.
     fn into_map(self) -> Result<HeaderMap, Error> {
         let mut headers = HeaderMap::with_capacity(self.fields.len());
+        let head = Bytes::copy_from_slice(&self.bytes);
         for f in &self.fields {
             let name = HeaderName::from_bytes(self.slice(f.name))
                 .map_err(|_| Error::Invalid("bad header name"))?;
             let (at, len) = (f.value.0 as usize, f.value.1 as usize);
-            let value = HeaderValue::from_maybe_shared(self.bytes.slice(at..at + len))
+            let value = HeaderValue::from_maybe_shared(head.slice(at..at + len))
                 .map_err(|_| Error::Invalid("bad header value"))?;
             headers.append(name, value);
         }

@@ -318,6 +318,12 @@ async fn backend_response(
             resp.headers_mut()
                 .insert("set-cookie", format!("{cookie}=1; Path=/").parse().unwrap());
         }
+        "/unique" => {
+            // A header value no other response has (as a request id would be).
+            let n = hits.load(Ordering::SeqCst);
+            resp.headers_mut()
+                .insert("x-request-id", format!("{n:032x}").parse().unwrap());
+        }
         "/version" => {
             // HTTP/2 requests carry their host as `:authority`, in the URI.
             let authority = req.uri().authority().map_or("", |a| a.as_str());
