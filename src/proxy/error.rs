@@ -77,3 +77,19 @@ impl Error {
         }
     }
 }
+
+/// An error and its sources, `: `-separated ("target failed the request: connection
+/// error: ..."), for logs: the first line alone rarely says why.
+pub(super) struct Causes<'a>(pub(super) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Causes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}

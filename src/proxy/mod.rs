@@ -109,7 +109,7 @@ impl Proxy {
     /// The proxy's own answer to a request it could not forward. (Not an `async fn`
     /// around `serve`: each level of nesting copies the whole request future again.)
     fn error_response(&self, e: &Error, record: Option<&mut Record>) -> Response<Body> {
-        tracing::debug!(error = %e, reason = e.label(), "request answered by the proxy");
+        tracing::debug!(error = %error::Causes(e), reason = e.label(), "request answered by the proxy");
         if let Some(record) = record {
             record.error(e.label());
         }

@@ -312,11 +312,43 @@ impl Client {
         ))
     }
 
+    /// HTTP/2 requests share one connection per target. A target closing it (a GOAWAY:
+    /// a gRPC server's maximum connection age, a restart) cancels the requests it had
+    /// not started yet; hyper hands those back untouched, and they go out once more on
+    /// a new connection, as HTTP/2 clients do.
     async fn send_http2(
         &self,
         target: &Arc<Target>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Error> {
+        let mut retried = false;
+        loop {
+            let mut sender = self.http2_sender(target).await?;
+            if let Err(e) = sender.ready().await {
+                if retried {
+                    return Err(Error::Request(e));
+                }
+                retried = true;
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if !retried => {
+                        req = unsent;
+                        retried = true;
+                    }
+                    _ => return Err(Error::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The target's HTTP/2 connection, or a new one when it has none open.
+    async fn http2_sender(
+        &self,
+        target: &Arc<Target>,
+    ) -> Result<http2::SendRequest<RequestBody>, Error> {
         let pooled = target
             .pool
             .http2
@@ -325,16 +357,12 @@ impl Client {
             .as_ref()
             .filter(|s| !s.is_closed())
             .cloned();
-        let mut sender = match pooled {
-            Some(sender) => sender,
-            None => {
-                let sender = Box::pin(self.open_http2(target)).await?;
-                *target.pool.http2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-                sender
-            }
-        };
-        sender.ready().await.map_err(Error::Request)?;
-        sender.send_request(req).await.map_err(Error::Request)
+        if let Some(sender) = pooled {
+            return Ok(sender);
+        }
+        let sender = Box::pin(self.open_http2(target)).await?;
+        *target.pool.http2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+        Ok(sender)
     }
 
     // Opening a connection is boxed by the callers: its handshake state is large, and

@@ -21,8 +21,16 @@ pub struct Server {
 impl Server {
     /// Starts one on a free port of 127.0.0.1, over TLS with `tls` (cert, key) if given.
     pub fn start(name: &str, tls: Option<(&Path, &Path)>) -> Server {
+        Self::start_with(name, tls, None)
+    }
+
+    /// [`Server::start`], closing each connection (GOAWAY) `max_age_ms` after it opened.
+    pub fn start_with(name: &str, tls: Option<(&Path, &Path)>, max_age_ms: Option<u64>) -> Server {
         let mut cmd = Command::new(python());
         cmd.arg(peer()).args(["server", name]);
+        if let Some(ms) = max_age_ms {
+            cmd.env("MAX_CONNECTION_AGE_MS", ms.to_string());
+        }
         if let Some((cert, key)) = tls {
             cmd.args([cert, key]);
         }
@@ -47,6 +55,15 @@ impl Drop for Server {
     }
 }
 
+/// Makes `calls` Echo calls through `addr`, 8 at a time; returns how many ended with
+/// each status ("OK", or the code and message).
+pub async fn call_many(addr: SocketAddr, calls: usize) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(peer())
+        .args(["many", &addr.to_string(), &calls.to_string()]);
+    run(cmd).await
+}
+
 /// Runs the client against `addr` (TLS trusting the CA file, for the server name, if
 /// `tls` is given): `calls` Echo calls, then Fail, Count and Chat. Returns its JSON
 /// report; panics with its stderr if it fails.
@@ -57,6 +74,11 @@ pub async fn call(addr: SocketAddr, calls: usize, tls: Option<(&Path, &str)>) ->
     if let Some((ca, name)) = tls {
         cmd.arg(ca).arg(name);
     }
+    run(cmd).await
+}
+
+/// Runs a client; returns the JSON it prints, or panics with its stderr.
+async fn run(mut cmd: Command) -> serde_json::Value {
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .expect("the client task")

@@ -2,7 +2,9 @@
 
     grpc_peer.py server NAME [CERT KEY]
         Serves on 127.0.0.1 (a free port; TLS with CERT and KEY when given) and prints
-        "listening PORT". Methods (raw bytes, no protobuf compiler needed):
+        "listening PORT". With MAX_CONNECTION_AGE_MS in the environment, closes each
+        connection (GOAWAY) after that long, as gRPC servers are set up to so that
+        clients rebalance. Methods (raw bytes, no protobuf compiler needed):
           /t.Echo/Echo    unary: answers b"NAME:" + request, trailing metadata x-served-by
           /t.Echo/Fail    unary: fails with NOT_FOUND, details "no such thing"
           /t.Echo/Count   server streaming: int(request) messages b"0", b"1", ...
@@ -12,7 +14,13 @@
     grpc_peer.py client ADDR CALLS [CA NAME]
         Calls each method through ADDR (TLS trusting CA, for server name NAME, when
         given) and prints one JSON object with what came back; Echo CALLS times.
+
+    grpc_peer.py many ADDR CALLS
+        CALLS Echo calls through ADDR, 8 at a time; prints {"STATUS": count, ...}.
 """
+
+import collections
+import os
 
 import json
 import queue
@@ -58,7 +66,13 @@ def serve(name, cert=None, key=None):
             {"Check": grpc.unary_unary_rpc_method_handler(health, ident, ident)},
         ),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    options = []
+    if "MAX_CONNECTION_AGE_MS" in os.environ:
+        options = [
+            ("grpc.max_connection_age_ms", int(os.environ["MAX_CONNECTION_AGE_MS"])),
+            ("grpc.max_connection_age_grace_ms", 5000),
+        ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
     server.add_generic_rpc_handlers(handlers)
     if cert:
         with open(cert, "rb") as c, open(key, "rb") as k:
@@ -108,11 +122,27 @@ def call(addr, calls, ca=None, name=None):
     print(json.dumps(out), flush=True)
 
 
+def many(addr, calls):
+    echo = grpc.insecure_channel(addr).unary_unary("/t.Echo/Echo")
+
+    def one(i):
+        try:
+            echo(b"x", timeout=10)
+            return "OK"
+        except grpc.RpcError as e:
+            return f"{e.code().name}: {e.details()}"
+
+    with futures.ThreadPoolExecutor(8) as pool:
+        print(json.dumps(collections.Counter(pool.map(one, range(calls)))), flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "server":
         serve(*args)
     elif mode == "client":
         call(args[0], int(args[1]), *args[2:])
+    elif mode == "many":
+        many(args[0], int(args[1]))
     else:
         sys.exit(f"unknown mode {mode!r}")
