@@ -78,7 +78,6 @@ where
         .header(USER_AGENT, "ELB-HealthChecker/2.0")
         .body(Empty::new())
         .map_err(|_| Failure::Connection)?;
-    // The connection is driven here, not in a task of its own: it lives for one probe.
     let response = async {
         let resp = sender
             .send_request(req)
@@ -90,17 +89,9 @@ where
         let _ = Limited::new(resp.into_body(), MAX_PROBE_BODY)
             .collect()
             .await;
-        if check.matcher.matches(status) {
-            Ok(())
-        } else {
-            Err(Failure::ResponseCodeMismatch(status))
-        }
+        matched(check, status)
     };
-    tokio::pin!(conn);
-    tokio::select! {
-        outcome = response => outcome,
-        _ = &mut conn => Err(Failure::Connection),
-    }
+    while_driving(conn, response).await
 }
 
 /// A gRPC check: an HTTP/2 connection, one unary call with an empty message. It passes
@@ -150,15 +141,29 @@ where
                 code.ok_or(Failure::ResponseCodeMismatch(StatusCode::OK.as_u16()))?
             }
         };
-        if check.matcher.matches(code) {
-            Ok(())
-        } else {
-            Err(Failure::ResponseCodeMismatch(code))
-        }
+        matched(check, code)
     };
+    while_driving(conn, response).await
+}
+
+/// Whether `code` (an HTTP status, or a gRPC one) passes the check's matcher.
+fn matched(check: &HealthCheck, code: u16) -> Result<(), Failure> {
+    if check.matcher.matches(code) {
+        Ok(())
+    } else {
+        Err(Failure::ResponseCodeMismatch(code))
+    }
+}
+
+/// Runs a probe's exchange while driving its connection here, not in a task of its
+/// own (it lives for one probe); the connection ending first fails the probe.
+async fn while_driving<C: std::future::Future>(
+    conn: C,
+    exchange: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
     tokio::pin!(conn);
     tokio::select! {
-        outcome = response => outcome,
+        outcome = exchange => outcome,
         _ = &mut conn => Err(Failure::Connection),
     }
 }
