@@ -161,7 +161,7 @@ async fn h2c_client_reaches_http1_and_http2_targets() {
         );
         if want == "HTTP/2" {
             // An HTTP/2 target gets the client's authority, not its own address.
-            assert_eq!(r.body, format!("HTTP/2.0 {}", proxy.addrs[0]));
+            assert_eq!(r.body, format!("HTTP/2.0 http://{}", proxy.addrs[0]));
         }
         proxy.stop().await;
     }
@@ -175,7 +175,7 @@ async fn http1_client_reaches_an_http2_target() {
     assert_eq!(r.status, 200);
     // The Host goes on as `:authority` (HTTP/2 servers take the host from it), and
     // as a Host field of the same value.
-    assert_eq!(r.body, "HTTP/2.0 app.example.com");
+    assert_eq!(r.body, "HTTP/2.0 http://app.example.com");
     assert_eq!(header(&b.last_headers(), "host"), "app.example.com");
     proxy.stop().await;
 }

@@ -365,7 +365,7 @@ async fn https_target_groups_verify_the_target_certificate() {
     ))
     .await;
     let r = get(&proxy.url("/version")).await;
-    let want = format!("HTTP/2.0 {}", proxy.addrs[0]); // with the client's host
+    let want = format!("HTTP/2.0 https://{}", proxy.addrs[0]); // the client's host, over TLS
     assert_eq!((r.status.as_u16(), r.body.as_str()), (200, want.as_str()));
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::listener::idle::RequestBody;
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Scheme};
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
@@ -328,7 +328,7 @@ impl Proxy {
             // The target connection is shared and long-lived: its HPACK table must not
             // keep client read buffers alive.
             headers::own_values(req.headers_mut());
-            parts.scheme = Some(Scheme::HTTP);
+            parts.scheme = Some(group.upstream.scheme());
             // `:authority` is the Host the client asked for, as `Host` is preserved for
             // HTTP/1.1 targets: HTTP/2 servers take the host from it, and RFC 9113
             // §8.3.1 forbids a `Host` that differs. The target's address only when the

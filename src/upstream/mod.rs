@@ -211,6 +211,15 @@ impl Client {
         }
     }
 
+    /// The `:scheme` of HTTP/2 requests: `https` over TLS, else `http`.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+
     /// Sends `req` to `target` on a pooled connection (or a new one). HTTP/1.1 requests
     /// need an origin-form URI, HTTP/2 ones an absolute URI. For HTTP/1.1 on hyper's
     /// client the connection comes back as a [`Reusable`], to release when the

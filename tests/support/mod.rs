@@ -325,9 +325,14 @@ async fn backend_response(
                 .insert("x-request-id", format!("{n:032x}").parse().unwrap());
         }
         "/version" => {
-            // HTTP/2 requests carry their host as `:authority`, in the URI.
+            // HTTP/2 requests carry their scheme and host as `:scheme` and
+            // `:authority`, in the URI.
             let authority = req.uri().authority().map_or("", |a| a.as_str());
-            *resp.body_mut() = full(format!("{:?} {authority}", req.version()));
+            let scheme = req
+                .uri()
+                .scheme_str()
+                .map_or(String::new(), |s| format!("{s}://"));
+            *resp.body_mut() = full(format!("{:?} {scheme}{authority}", req.version()));
         }
         _ => {}
     }
