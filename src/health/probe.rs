@@ -19,6 +19,9 @@ use tokio_rustls::TlsConnector;
 use super::tracker::Failure;
 use crate::config::{HealthCheck, HealthProtocol};
 
+/// The `User-Agent` of every HTTP and gRPC probe, as ALB's.
+const HEALTH_CHECKER: &str = "ELB-HealthChecker/2.0";
+
 /// Response body bytes a probe reads before closing its connection.
 const MAX_PROBE_BODY: usize = 64 * 1024;
 
@@ -75,7 +78,7 @@ where
         .map_err(|_| Failure::Connection)?;
     let req = Request::get(check.path.as_str())
         .header(HOST, host(addr, check)?)
-        .header(USER_AGENT, "ELB-HealthChecker/2.0")
+        .header(USER_AGENT, HEALTH_CHECKER)
         .body(Empty::new())
         .map_err(|_| Failure::Connection)?;
     let response = async {
@@ -119,7 +122,7 @@ where
     let req = Request::post(uri)
         .header(CONTENT_TYPE, "application/grpc")
         .header(TE, "trailers")
-        .header(USER_AGENT, "ELB-HealthChecker/2.0")
+        .header(USER_AGENT, HEALTH_CHECKER)
         .body(Full::new(Bytes::from_static(&EMPTY_GRPC_MESSAGE)))
         .map_err(|_| Failure::Connection)?;
     let response = async {
