@@ -97,10 +97,17 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Body::Target(body, tail) => {
-                let polled = Pin::new(body).poll_frame(cx);
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(Some(Ok(frame))) if tail.record.is_some() => {
-                        tail.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if tail.record.is_some() {
+                            tail.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        }
+                        // The last frame: the target connection can serve the next
+                        // request now, before these bytes reach the client.
+                        if body.is_end_stream() {
+                            tail.finish();
+                        }
                     }
                     Poll::Ready(None) => tail.finish(),
                     // A broken body leaves its connection unusable: drop it, do not pool it.

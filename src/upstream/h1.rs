@@ -482,6 +482,11 @@ impl http_body::Body for Body {
                         .min(usize::try_from(left).unwrap_or(usize::MAX));
                     let data = conn.buf.split_to(take).freeze();
                     this.framing = Framing::Length(left - take as u64);
+                    if this.framing == Framing::Length(0) {
+                        // The body is read whole: the connection can serve the next
+                        // request now, before these last bytes reach the client.
+                        this.finish();
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Framing::Eof => {
