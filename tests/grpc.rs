@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use support::grpc::{call, call_many, Server};
+use support::grpc::{call, call_many, hold_many, Server};
 use support::tls::{certificates_toml, Ca};
 use support::{backend, start_proxy, wait_for_state, TempDir};
 
@@ -129,11 +129,25 @@ async fn calls_go_on_when_a_target_keeps_closing_its_connections() {
     // gRPC servers are commonly set to close each connection after a while (a maximum
     // connection age, so that clients rebalance). Calls the proxy had queued on a
     // connection as it closed used to fail with 502 (19 and 28 of 3,000 in two runs).
-    let server = Server::start_with("aging", None, Some(100));
+    let server = Server::start_with("aging", None, &[("MAX_CONNECTION_AGE_MS", "100")]);
     let proxy = start_proxy(&grpc_config("http", "", &[server.addr])).await;
     wait_for_state(proxy.admin, "api", server.addr, "healthy").await;
     let statuses = call_many(proxy.addrs[0], 3000).await;
     assert_eq!(statuses, serde_json::json!({ "OK": 3000 }));
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn streams_beyond_a_target_connections_limit_go_on_another_connection() {
+    // A target allows so many streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS;
+    // Go's servers 250, nginx 128). Through one shared connection, long-lived streams
+    // from all clients together would fill it, and later calls would wait until one
+    // ended: 10 of these 30 got their first message before.
+    let server = Server::start_with("a", None, &[("MAX_CONCURRENT_STREAMS", "10")]);
+    let proxy = start_proxy(&grpc_config("http", "", &[server.addr])).await;
+    wait_for_state(proxy.admin, "api", server.addr, "healthy").await;
+    let outcomes = hold_many(proxy.addrs[0], 30).await;
+    assert_eq!(outcomes, serde_json::json!({ "OK": 30 }));
     proxy.stop().await;
 }
 

@@ -15,6 +15,7 @@ pub use tls::Conn;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,7 +81,8 @@ impl Error {
 #[derive(Debug, Default)]
 pub struct Pool {
     http1: Mutex<Vec<http1::SendRequest<RequestBody>>>,
-    http2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Open HTTP/2 connections, in the order they were opened.
+    http2: Mutex<Vec<Http2Conn>>,
     /// Idle connections of the lean HTTP/1.1 path.
     lean: Mutex<Vec<h1::Conn>>,
 }
@@ -105,6 +107,65 @@ impl Pool {
     pub fn idle(&self) -> usize {
         self.http1.lock().unwrap_or_else(|p| p.into_inner()).len()
             + self.lean.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// A stream on the first open HTTP/2 connection with room for one more under the
+    /// target's `SETTINGS_MAX_CONCURRENT_STREAMS`; `None` when every connection is full
+    /// (or there is none). Connections left with no streams while this one has room
+    /// are let go: they close once their last request ends.
+    fn take_http2(&self) -> Option<(http2::SendRequest<RequestBody>, Stream)> {
+        let mut conns = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| !c.sender.is_closed());
+        let chosen = conns.iter().position(Http2Conn::has_room)?;
+        let stream = conns[chosen].stream();
+        // Streams are only taken under this lock, so a connection seen empty here
+        // stays empty until it is let go.
+        conns.retain(|c| c.streams.load(Ordering::Relaxed) > 0);
+        Some(stream)
+    }
+
+    /// Adds a newly opened HTTP/2 connection, with a stream on it for the request
+    /// that opened it.
+    fn add_http2(&self, conn: Http2Conn) -> (http2::SendRequest<RequestBody>, Stream) {
+        let stream = conn.stream();
+        self.http2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        stream
+    }
+}
+
+/// An HTTP/2 connection to a target, with its streams counted against the limit the
+/// target sets.
+#[derive(Debug)]
+struct Http2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    /// Requests whose responses have not ended.
+    streams: Arc<AtomicUsize>,
+    /// The target's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection's task last
+    /// saw it (hyper's 100 until the target's first `SETTINGS` arrives).
+    max_streams: Arc<AtomicUsize>,
+}
+
+impl Http2Conn {
+    fn has_room(&self) -> bool {
+        self.streams.load(Ordering::Relaxed) < self.max_streams.load(Ordering::Relaxed)
+    }
+
+    fn stream(&self) -> (http2::SendRequest<RequestBody>, Stream) {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        (self.sender.clone(), Stream(Arc::clone(&self.streams)))
+    }
+}
+
+/// A request counted against its HTTP/2 connection's streams until dropped.
+#[derive(Debug)]
+struct Stream(Arc<AtomicUsize>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -156,28 +217,35 @@ impl http_body::Body for ResponseBody {
     }
 }
 
-/// An HTTP/1.1 connection to hand back to its target's pool once the response body
-/// has been read to its end; dropped instead, the connection closes.
+/// What a response holds of its target connection until its body has been read to
+/// its end: an HTTP/1.1 connection, to hand back to its target's pool (dropped instead,
+/// as when the body broke off, the connection closes), or a stream of a shared HTTP/2
+/// connection, counted until then.
 #[derive(Debug)]
-pub struct Reusable {
-    sender: http1::SendRequest<RequestBody>,
-    target: Arc<Target>,
+pub struct Reusable(Held);
+
+#[derive(Debug)]
+enum Held {
+    Http1 {
+        sender: http1::SendRequest<RequestBody>,
+        target: Arc<Target>,
+    },
+    /// Held for its count, which it gives back when dropped.
+    Http2 { _stream: Stream },
 }
 
 impl Reusable {
-    /// Returns the connection to the pool.
+    /// Returns the connection to the pool, or frees the stream.
     pub fn release(self) {
-        if self.sender.is_closed() {
+        let Held::Http1 { sender, target } = self.0 else {
+            return;
+        };
+        if sender.is_closed() {
             return;
         }
-        let mut idle = self
-            .target
-            .pool
-            .http1
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut idle = target.pool.http1.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push(self.sender);
+            idle.push(sender);
         }
     }
 }
@@ -246,7 +314,7 @@ impl Client {
             }
             ProtocolVersion::Http1 => self.send_http1(target, req).await.map(hyper),
             ProtocolVersion::Http2 | ProtocolVersion::Grpc => {
-                self.send_http2(target, req).await.map(|r| hyper((r, None)))
+                self.send_http2(target, req).await.map(hyper)
             }
         }
     }
@@ -298,10 +366,10 @@ impl Client {
                 Ok(resp) => {
                     return Ok((
                         resp,
-                        Some(Reusable {
+                        Some(Reusable(Held::Http1 {
                             sender,
                             target: Arc::clone(target),
-                        }),
+                        })),
                     ))
                 }
                 Err(mut e) => match e.take_message() {
@@ -314,25 +382,28 @@ impl Client {
         let resp = sender.send_request(req).await.map_err(Error::Request)?;
         Ok((
             resp,
-            Some(Reusable {
+            Some(Reusable(Held::Http1 {
                 sender,
                 target: Arc::clone(target),
-            }),
+            })),
         ))
     }
 
-    /// HTTP/2 requests share one connection per target. A target closing it (a GOAWAY:
-    /// a gRPC server's maximum connection age, a restart) cancels the requests it had
-    /// not started yet; hyper hands those back untouched, and they go out once more on
-    /// a new connection, as HTTP/2 clients do.
+    /// HTTP/2 requests share a target's connections, each carrying as many as the
+    /// target's `SETTINGS_MAX_CONCURRENT_STREAMS` allows; another connection opens when
+    /// all are full, rather than requests waiting for a stream (long-lived gRPC streams
+    /// from many clients would otherwise wait for good). A target closing a connection
+    /// (a GOAWAY: a gRPC server's maximum connection age, a restart) cancels the
+    /// requests it had not started yet; hyper hands those back untouched, and they go
+    /// out once more on a new connection, as HTTP/2 clients do.
     async fn send_http2(
         &self,
         target: &Arc<Target>,
         mut req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, Error> {
+    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
         let mut retried = false;
         loop {
-            let mut sender = self.http2_sender(target).await?;
+            let (mut sender, stream) = self.http2_stream(target).await?;
             if let Err(e) = sender.ready().await {
                 if retried {
                     return Err(Error::Request(e));
@@ -341,7 +412,7 @@ impl Client {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => return Ok((resp, Some(Reusable(Held::Http2 { _stream: stream })))),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !retried => {
                         req = unsent;
@@ -353,25 +424,17 @@ impl Client {
         }
     }
 
-    /// The target's HTTP/2 connection, or a new one when it has none open.
-    async fn http2_sender(
+    /// A stream on one of the target's HTTP/2 connections, or on a new one when all
+    /// are full or there is none.
+    async fn http2_stream(
         &self,
         target: &Arc<Target>,
-    ) -> Result<http2::SendRequest<RequestBody>, Error> {
-        let pooled = target
-            .pool
-            .http2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .filter(|s| !s.is_closed())
-            .cloned();
-        if let Some(sender) = pooled {
-            return Ok(sender);
+    ) -> Result<(http2::SendRequest<RequestBody>, Stream), Error> {
+        if let Some(stream) = target.pool.take_http2() {
+            return Ok(stream);
         }
-        let sender = Box::pin(self.open_http2(target)).await?;
-        *target.pool.http2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
-        Ok(sender)
+        let conn = Box::pin(self.open_http2(target)).await?;
+        Ok(target.pool.add_http2(conn))
     }
 
     // Opening a connection is boxed by the callers: its handshake state is large, and
@@ -389,8 +452,9 @@ impl Client {
         Ok(sender)
     }
 
-    /// A new HTTP/2 connection to `target`, driven by its own task.
-    async fn open_http2(&self, target: &Target) -> Result<http2::SendRequest<RequestBody>, Error> {
+    /// A new HTTP/2 connection to `target`, driven by its own task, which also keeps
+    /// the connection's stream limit up to date as the target's `SETTINGS` arrive.
+    async fn open_http2(&self, target: &Target) -> Result<Http2Conn, Error> {
         let io = TokioIo::new(self.connect(target.addr).await?);
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -398,12 +462,25 @@ impl Client {
             .handshake(io)
             .await
             .map_err(Error::Handshake)?;
+        let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
+        let seen = Arc::clone(&max_streams);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = std::future::poll_fn(|cx| {
+                let polled = std::future::Future::poll(conn.as_mut(), cx);
+                seen.store(conn.current_max_send_streams(), Ordering::Relaxed);
+                polled
+            })
+            .await;
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "target connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Http2Conn {
+            sender,
+            streams: Arc::default(),
+            max_streams,
+        })
     }
 
     /// Opens a connection to `addr`, TLS for `https` and `tls` groups; the TCP connect

@@ -21,16 +21,21 @@ pub struct Server {
 impl Server {
     /// Starts one on a free port of 127.0.0.1, over TLS with `tls` (cert, key) if given.
     pub fn start(name: &str, tls: Option<(&Path, &Path)>) -> Server {
-        Self::start_with(name, tls, None)
+        Self::start_with(name, tls, &[])
     }
 
-    /// [`Server::start`], closing each connection (GOAWAY) `max_age_ms` after it opened.
-    pub fn start_with(name: &str, tls: Option<(&Path, &Path)>, max_age_ms: Option<u64>) -> Server {
+    /// [`Server::start`] with `settings` in its environment: `MAX_CONNECTION_AGE_MS`
+    /// (each connection closes with a GOAWAY that long after it opened),
+    /// `MAX_CONCURRENT_STREAMS` (the streams a connection may carry at once).
+    pub fn start_with(
+        name: &str,
+        tls: Option<(&Path, &Path)>,
+        settings: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(python());
-        cmd.arg(peer()).args(["server", name]);
-        if let Some(ms) = max_age_ms {
-            cmd.env("MAX_CONNECTION_AGE_MS", ms.to_string());
-        }
+        cmd.arg(peer())
+            .args(["server", name])
+            .envs(settings.iter().copied());
         if let Some((cert, key)) = tls {
             cmd.args([cert, key]);
         }
@@ -61,6 +66,16 @@ pub async fn call_many(addr: SocketAddr, calls: usize) -> serde_json::Value {
     let mut cmd = Command::new(python());
     cmd.arg(peer())
         .args(["many", &addr.to_string(), &calls.to_string()]);
+    run(cmd).await
+}
+
+/// Opens `streams` long-lived server-streaming calls through `addr`, each once the
+/// last one's first message came; returns how many got theirs within 5 s ("OK") and
+/// how many did not.
+pub async fn hold_many(addr: SocketAddr, streams: usize) -> serde_json::Value {
+    let mut cmd = Command::new(python());
+    cmd.arg(peer())
+        .args(["hold", &addr.to_string(), &streams.to_string()]);
     run(cmd).await
 }
 

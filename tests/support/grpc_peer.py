@@ -4,11 +4,14 @@
         Serves on 127.0.0.1 (a free port; TLS with CERT and KEY when given) and prints
         "listening PORT". With MAX_CONNECTION_AGE_MS in the environment, closes each
         connection (GOAWAY) after that long, as gRPC servers are set up to so that
-        clients rebalance. Methods (raw bytes, no protobuf compiler needed):
+        clients rebalance; with MAX_CONCURRENT_STREAMS, allows that many streams per
+        connection. Methods (raw bytes, no protobuf compiler needed):
           /t.Echo/Echo    unary: answers b"NAME:" + request, trailing metadata x-served-by
           /t.Echo/Fail    unary: fails with NOT_FOUND, details "no such thing"
           /t.Echo/Count   server streaming: int(request) messages b"0", b"1", ...
           /t.Echo/Chat    bidirectional: each message answered upper-cased, as it comes
+          /t.Echo/Hold    server streaming: one message b"NAME", then open until the
+                          client cancels (at most 30 s), as a watch stream is
           /grpc.health.v1.Health/Check   unary: SERVING
 
     grpc_peer.py client ADDR CALLS [CA NAME]
@@ -17,15 +20,20 @@
 
     grpc_peer.py many ADDR CALLS
         CALLS Echo calls through ADDR, 8 at a time; prints {"STATUS": count, ...}.
+
+    grpc_peer.py hold ADDR STREAMS
+        Opens STREAMS Hold calls through ADDR, one channel, each after the last one's
+        first message came; prints {"STATUS": count, ...} (the calls after one that
+        got nothing within 5 s of the start count as "no first message in 5 s"), then
+        cancels them.
 """
 
 import collections
-import os
-
 import json
+import os
 import queue
 import sys
-import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -47,6 +55,12 @@ def serve(name, cert=None, key=None):
         for message in requests:
             yield message.upper()
 
+    def hold(request, context):
+        yield name.encode()
+        until = time.monotonic() + 30
+        while context.is_active() and time.monotonic() < until:
+            time.sleep(0.05)
+
     def health(request, context):
         return b"\x08\x01"  # HealthCheckResponse { status: SERVING }
 
@@ -59,6 +73,7 @@ def serve(name, cert=None, key=None):
                 "Fail": grpc.unary_unary_rpc_method_handler(fail, ident, ident),
                 "Count": grpc.unary_stream_rpc_method_handler(count, ident, ident),
                 "Chat": grpc.stream_stream_rpc_method_handler(chat, ident, ident),
+                "Hold": grpc.unary_stream_rpc_method_handler(hold, ident, ident),
             },
         ),
         grpc.method_handlers_generic_handler(
@@ -72,7 +87,10 @@ def serve(name, cert=None, key=None):
             ("grpc.max_connection_age_ms", int(os.environ["MAX_CONNECTION_AGE_MS"])),
             ("grpc.max_connection_age_grace_ms", 5000),
         ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    if "MAX_CONCURRENT_STREAMS" in os.environ:
+        options.append(("grpc.max_concurrent_streams", int(os.environ["MAX_CONCURRENT_STREAMS"])))
+    # A thread per call in progress: Hold calls keep theirs.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), options=options)
     server.add_generic_rpc_handlers(handlers)
     if cert:
         with open(cert, "rb") as c, open(key, "rb") as k:
@@ -136,6 +154,27 @@ def many(addr, calls):
         print(json.dumps(collections.Counter(pool.map(one, range(calls)))), flush=True)
 
 
+def hold(addr, streams):
+    channel = grpc.insecure_channel(addr)
+    until = time.monotonic() + 5
+    calls, outcomes = [], collections.Counter()
+    with futures.ThreadPoolExecutor(1) as waiter:
+        for _ in range(streams):
+            call = channel.unary_stream("/t.Echo/Hold")(b"", timeout=20)
+            calls.append(call)
+            try:
+                waiter.submit(next, call).result(timeout=max(0, until - time.monotonic()))
+                outcomes["OK"] += 1
+            except grpc.RpcError as e:
+                outcomes[e.code().name] += 1
+            except futures.TimeoutError:
+                outcomes["no first message in 5 s"] = streams - sum(outcomes.values())
+                break
+        for call in calls:
+            call.cancel()
+    print(json.dumps(outcomes), flush=True)
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "server":
@@ -144,5 +183,7 @@ if __name__ == "__main__":
         call(args[0], int(args[1]), *args[2:])
     elif mode == "many":
         many(args[0], int(args[1]))
+    elif mode == "hold":
+        hold(args[0], int(args[1]))
     else:
         sys.exit(f"unknown mode {mode!r}")
