@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# curl (a real client in the HTTP/2 tests) and Prometheus with promtool (the metrics
-# tests scrape ecslb with a real Prometheus server), from Debian's packages.
+# curl (a real client in the HTTP/2 tests), nginx (a real target, over HTTP/1.1 and
+# HTTP/2) and Prometheus with promtool (the metrics tests scrape ecslb with a real
+# Prometheus server), from Debian's packages.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"

@@ -286,7 +286,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             ),
             Some(h) => println!(
                 "  health check: {}{:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
-                if h.grpc { "gRPC over " } else { "" },
+                match h.version {
+                    config::ProtocolVersion::Http1 => "",
+                    config::ProtocolVersion::Http2 => "HTTP/2 over ",
+                    config::ProtocolVersion::Grpc => "gRPC over ",
+                },
                 h.protocol,
                 h.path,
                 humantime::format_duration(h.interval),

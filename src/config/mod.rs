@@ -464,9 +464,11 @@ pub struct HealthCheck {
     pub unhealthy_threshold: u32,
     /// Codes that pass: HTTP status codes, or gRPC status codes for gRPC checks.
     pub matcher: Matcher,
-    /// A gRPC check (a `grpc` group's, as on ALB): an HTTP/2 `POST` of an empty
-    /// message to `path` (`/package.Service/Method`), passed by its `grpc-status`.
-    pub grpc: bool,
+    /// What an HTTP or HTTPS check speaks: the group's protocol version. `Http1` and
+    /// `Http2`: a `GET` of `path`, passed by its status. `Grpc` (as on ALB): an HTTP/2
+    /// `POST` of an empty message to `path` (`/package.Service/Method`), passed by its
+    /// `grpc-status`.
+    pub version: ProtocolVersion,
     /// Host header of HTTP checks; `None`: the target's address.
     pub host: Option<String>,
 }

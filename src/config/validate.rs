@@ -928,8 +928,9 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         c.fail_at("slow_start", "must be 0s (off) or at least 100ms");
     }
     let health_check = g.health_check.as_ref().and_then(|h| {
-        let grpc = protocol_version == ProtocolVersion::Grpc;
-        c.key("health_check", |c| health_check(c, h, protocol, grpc))
+        c.key("health_check", |c| {
+            health_check(c, h, protocol, protocol_version)
+        })
     });
     let outlier_detection = g
         .outlier_detection
@@ -991,14 +992,15 @@ fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32
 }
 
 /// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
-/// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2. A `grpc`
-/// group's checks are gRPC calls: path `/AWS.ALB/healthcheck` and gRPC code 12
-/// (UNIMPLEMENTED: any gRPC server that is up answers it so) unless told otherwise.
+/// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2. HTTP checks
+/// speak the group's protocol `version`: a `grpc` group's are gRPC calls, to path
+/// `/AWS.ALB/healthcheck` and passed by gRPC code 12 (UNIMPLEMENTED: any gRPC server
+/// that is up answers it so) unless told otherwise.
 fn health_check(
     c: &mut Check,
     h: &HealthCheckFile,
     group: GroupProtocol,
-    grpc: bool,
+    version: ProtocolVersion,
 ) -> Option<HealthCheck> {
     if h.enabled == Some(false) {
         return None;
@@ -1036,7 +1038,7 @@ fn health_check(
             "must be at least 50ms and no longer than the interval",
         );
     }
-    let grpc = grpc && protocol != HealthProtocol::Tcp;
+    let grpc = version == ProtocolVersion::Grpc && protocol != HealthProtocol::Tcp;
     let default_path = if grpc { "/AWS.ALB/healthcheck" } else { "/" };
     let path = h.path.clone().unwrap_or_else(|| default_path.into());
     if !path.starts_with('/')
@@ -1103,7 +1105,7 @@ fn health_check(
         healthy_threshold: count(c, "healthy_threshold", h.healthy_threshold, 5, (1, 10)),
         unhealthy_threshold: count(c, "unhealthy_threshold", h.unhealthy_threshold, 2, (1, 10)),
         matcher,
-        grpc,
+        version,
         host: h.host.clone(),
     })
 }

@@ -1,6 +1,7 @@
-//! One health probe of one target: an HTTP/1.1 GET (in clear or over TLS) whose status
-//! must match, a gRPC call (HTTP/2) whose `grpc-status` must match, or a TCP connect.
-//! Each probe opens its own connection; probes never share the traffic pools.
+//! One health probe of one target: a GET (HTTP/1.1, or HTTP/2 for `http2` groups; in
+//! clear or over TLS) whose status must match, a gRPC call (HTTP/2) whose `grpc-status`
+//! must match, or a TCP connect. Each probe opens its own connection; probes never
+//! share the traffic pools.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, HOST, TE, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
@@ -17,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::tracker::Failure;
-use crate::config::{HealthCheck, HealthProtocol};
+use crate::config::{HealthCheck, HealthProtocol, ProtocolVersion};
 
 /// The `User-Agent` of every HTTP and gRPC probe, as ALB's.
 const HEALTH_CHECKER: &str = "ELB-HealthChecker/2.0";
@@ -38,8 +40,7 @@ pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Fai
     let _ = stream.set_nodelay(true); // a failure only costs latency
     match check.protocol {
         HealthProtocol::Tcp => Ok(()),
-        HealthProtocol::Http if check.grpc => grpc(stream, addr, check, "http").await,
-        HealthProtocol::Http => http(stream, addr, check).await,
+        HealthProtocol::Http => exchange(stream, addr, check, "http").await,
         HealthProtocol::Https => {
             let name = match &check.host {
                 Some(host) => {
@@ -47,16 +48,29 @@ pub(crate) async fn run(addr: SocketAddr, check: &HealthCheck) -> Result<(), Fai
                 }
                 None => ServerName::IpAddress(addr.ip().into()),
             };
-            let tls = TlsConnector::from(tls_config(check.grpc))
+            let tls = TlsConnector::from(tls_config(check.version.is_http2()))
                 .connect(name, stream)
                 .await
                 .map_err(|_| Failure::Connection)?;
-            if check.grpc {
-                grpc(tls, addr, check, "https").await
-            } else {
-                http(tls, addr, check).await
-            }
+            exchange(tls, addr, check, "https").await
         }
+    }
+}
+
+/// The check's exchange over `stream`, in the group's protocol version.
+async fn exchange<S>(
+    stream: S,
+    addr: SocketAddr,
+    check: &HealthCheck,
+    scheme: &str,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match check.version {
+        ProtocolVersion::Http1 => http(stream, addr, check).await,
+        ProtocolVersion::Http2 => http2_get(stream, addr, check, scheme).await,
+        ProtocolVersion::Grpc => grpc(stream, addr, check, scheme).await,
     }
 }
 
@@ -86,15 +100,59 @@ where
             .send_request(req)
             .await
             .map_err(|_| Failure::Connection)?;
-        let status = resp.status().as_u16();
-        // Read the (small) body too: closing a connection with unread bytes resets
-        // it, and the target's server would log a connection reset every check.
-        let _ = Limited::new(resp.into_body(), MAX_PROBE_BODY)
-            .collect()
-            .await;
-        matched(check, status)
+        answered(check, resp).await
     };
     while_driving(conn, response).await
+}
+
+/// An HTTP check of an `http2` group: the same GET on an HTTP/2 connection (prior
+/// knowledge in clear, ALPN `h2` over TLS), as the group's requests go; the host goes
+/// as `:authority`.
+async fn http2_get<S>(
+    stream: S,
+    addr: SocketAddr,
+    check: &HealthCheck,
+    scheme: &str,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(|_| Failure::Connection)?;
+    let req = Request::get(http2_uri(addr, check, scheme)?)
+        .header(USER_AGENT, HEALTH_CHECKER)
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| Failure::Connection)?;
+    let response = async {
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|_| Failure::Connection)?;
+        answered(check, resp).await
+    };
+    while_driving(conn, response).await
+}
+
+/// Whether an HTTP check's answer passes, by its status. The (small) body is read too:
+/// closing a connection with unread bytes resets it, and the target's server would log
+/// a connection reset every check.
+async fn answered(check: &HealthCheck, resp: http::Response<Incoming>) -> Result<(), Failure> {
+    let status = resp.status().as_u16();
+    let _ = Limited::new(resp.into_body(), MAX_PROBE_BODY)
+        .collect()
+        .await;
+    matched(check, status)
+}
+
+/// The absolute URI of an HTTP/2 check: `scheme://host/path`.
+fn http2_uri(addr: SocketAddr, check: &HealthCheck, scheme: &str) -> Result<String, Failure> {
+    let host = host(addr, check)?;
+    Ok(format!(
+        "{scheme}://{}{}",
+        host.to_str().unwrap_or_default(),
+        check.path
+    ))
 }
 
 /// A gRPC check: an HTTP/2 connection, one unary call with an empty message. It passes
@@ -113,13 +171,7 @@ where
     let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .map_err(|_| Failure::Connection)?;
-    let host = host(addr, check)?;
-    let uri = format!(
-        "{scheme}://{}{}",
-        host.to_str().unwrap_or_default(),
-        check.path
-    );
-    let req = Request::post(uri)
+    let req = Request::post(http2_uri(addr, check, scheme)?)
         .header(CONTENT_TYPE, "application/grpc")
         .header(TE, "trailers")
         .header(USER_AGENT, HEALTH_CHECKER)
@@ -176,7 +228,7 @@ fn grpc_status(fields: &http::HeaderMap) -> Option<u16> {
     fields.get("grpc-status")?.to_str().ok()?.parse().ok()
 }
 
-/// TLS settings of HTTPS probes (with ALPN `h2` for gRPC ones), made once each: like
+/// TLS settings of HTTPS probes (with ALPN `h2` for HTTP/2 and gRPC ones), made once each: like
 /// ALB's, they do not verify the target's certificate (targets commonly serve
 /// self-signed ones), but they do check that the handshake is signed by the key of the
 /// certificate presented.

@@ -325,15 +325,17 @@ impl Proxy {
         // HTTP/1.1 connections take the origin form (`/path?query`), HTTP/2 the
         // absolute form its pseudo-headers are made from.
         if group.upstream.version() == Version::HTTP_2 {
+            // `:authority` is the Host the client asked for, as `Host` is preserved for
+            // HTTP/1.1 targets: HTTP/2 servers take the host from it. The Host field
+            // itself does not go on: nginx answers 400 ("duplicate host header") to a
+            // request with both, and RFC 9113 §8.3.1 has clients send `:authority`
+            // alone. The target's address only when the request has no usable host.
+            let host = req.headers_mut().remove(header::HOST);
             // The target connection is shared and long-lived: its HPACK table must not
             // keep client read buffers alive.
             headers::own_values(req.headers_mut());
             parts.scheme = Some(group.upstream.scheme());
-            // `:authority` is the Host the client asked for, as `Host` is preserved for
-            // HTTP/1.1 targets: HTTP/2 servers take the host from it, and RFC 9113
-            // §8.3.1 forbids a `Host` that differs. The target's address only when the
-            // request has no usable host.
-            let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+            let host = host.as_ref().map(HeaderValue::as_bytes);
             parts.authority = match (parts.authority.take(), host) {
                 (Some(authority), Some(host)) if authority.as_str().as_bytes() == host => {
                     Some(authority)

@@ -484,6 +484,22 @@ pub fn free_port() -> u16 {
     socket.local_addr().expect("a bound address").port()
 }
 
+/// Finds the program `name` on `PATH` or in `/usr/sbin` or `/usr/bin`; panics saying
+/// which Debian package to install (`scripts/test.sh` installs them) if it is absent.
+pub fn binary(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` not found on PATH, in /usr/sbin or in /usr/bin: install Debian's \
+                 `{package}` package (`apt-get install -y {package}`; scripts/test.sh does)"
+            )
+        })
+}
+
 /// The `ecslb` binary running `ecslb run -c FILE`; killed on drop if still running.
 pub struct Binary {
     /// Address of the first listener.
@@ -1253,5 +1269,6 @@ pub async fn wait_for_state(
 }
 pub mod grpc;
 pub mod moto;
+pub mod nginx;
 pub mod prometheus;
 pub mod tls;

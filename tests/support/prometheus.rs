@@ -9,26 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, get, try_get, TempDir};
+use super::{binary, free_port, get, try_get, TempDir};
 
 /// The job name the scraped ecslb gets (`up{job="ecslb"}`).
 pub const JOB: &str = "ecslb";
-
-/// Finds `name` on `PATH` or in `/usr/bin`; panics saying what to install if absent.
-pub fn binary(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` not found on PATH or in /usr/bin: install Debian's `prometheus` \
-                 package (`apt-get install -y prometheus`), which provides \
-                 /usr/bin/prometheus and /usr/bin/promtool"
-            )
-        })
-}
 
 /// A Prometheus server scraping one target; killed (by its pid) on drop.
 pub struct Prometheus {
@@ -43,7 +27,7 @@ pub struct Prometheus {
 /// `/-/ready` answers 200. Prometheus cannot be handed a bound socket, so a port taken
 /// between picking and binding makes it exit: then it is started again on another.
 pub async fn start_prometheus(target: SocketAddr) -> Prometheus {
-    let bin = binary("prometheus");
+    let bin = binary("prometheus", "prometheus");
     let mut log = String::new();
     for _ in 0..3 {
         let dir = TempDir::new();
@@ -192,7 +176,7 @@ impl Drop for Prometheus {
 /// printed. It exits non-zero on parse errors and on lint problems (no HELP, a counter
 /// without `_total`, ...), so "passes with no warnings" is `(true, "")`.
 pub fn promtool_check_metrics(text: &str) -> (bool, String) {
-    let bin = binary("promtool");
+    let bin = binary("promtool", "prometheus");
     let mut child = Command::new(&bin)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

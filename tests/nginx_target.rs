@@ -1,0 +1,77 @@
+//! nginx (Debian's package, the server most often behind a load balancer) as a target,
+//! over HTTP/1.1 and over HTTP/2 (h2c): health-checked in the group's protocol version,
+//! and answering what clients of either version send through the proxy.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use http::Request;
+use support::nginx::start_nginx;
+use support::{get_with, h2_client, send, start_proxy, wait_for_state};
+
+/// A listener forwarding to group `app` of one target, `protocol_version = version`,
+/// health-checked on `/health` every 100 ms.
+fn config(target: std::net::SocketAddr, version: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ forward = "app" }}
+
+[target_groups.app]
+protocol_version = "{version}"
+discovery = {{ static = ["{target}"] }}
+health_check = {{ path = "/health", interval = "100ms", timeout = "100ms", healthy_threshold = 1 }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn nginx_targets_are_checked_and_reached_over_http1_and_http2() {
+    // nginx's clear-text HTTP/2 port speaks nothing but HTTP/2 (prior knowledge): an
+    // HTTP/1.1 health check fails there. And nginx answers 400 ("client sent duplicate
+    // host header") to an HTTP/2 request carrying a Host field besides `:authority`.
+    for (listen, version, protocol) in [("", "http1", "HTTP/1.1"), (" http2", "http2", "HTTP/2.0")]
+    {
+        let nginx = start_nginx(&format!(
+            r#"server {{
+                listen @ADDR@{listen};
+                location = /health {{ return 200 "ok\n"; }}
+                location / {{ return 200 "$server_protocol $host $request_uri\n"; }}
+            }}"#
+        ))
+        .await;
+        let proxy = start_proxy(&config(nginx.addr, version)).await;
+        wait_for_state(proxy.admin, "app", nginx.addr, "healthy").await;
+
+        let r = get_with(&proxy.url("/a/b?c=1"), &[("host", "app.example")]).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_str()),
+            (200, format!("{protocol} app.example /a/b?c=1\n").as_str()),
+            "an HTTP/1.1 client, {version} target; nginx's log:\n{}",
+            nginx.log()
+        );
+        let r = send(
+            &h2_client(),
+            Request::get(proxy.url("/h2"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_str()),
+            (
+                200,
+                format!("{protocol} {} /h2\n", proxy.addrs[0].ip()).as_str()
+            ),
+            "an HTTP/2 client, {version} target; nginx's log:\n{}",
+            nginx.log()
+        );
+        proxy.stop().await;
+    }
+}
