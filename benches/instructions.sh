@@ -16,6 +16,8 @@
 #   TOP=0            also list this many functions
 #   PROTOCOL=h1      h1: HTTP/1.1 keep-alive; h2c: HTTP/2 (prior knowledge), 10 streams
 #                    at once per connection
+#   TARGETS=h1       what ecslb speaks to the backends: h1 (HTTP/1.1 keep-alive) or h2c
+#                    (HTTP/2, prior knowledge: protocol_version = "http2")
 #   ECSLB_BIN=path   use this binary; skip `cargo build --release`
 #   KEEP_TMP=1       keep the temp dir (config, callgrind output)
 #
@@ -42,6 +44,10 @@ case ${PROTOCOL:=h1} in
     h2c) client_flags=(-m 10) ;;
     *) die "PROTOCOL must be h1 or h2c (got '$PROTOCOL')" ;;
 esac
+case ${TARGETS:=h1} in
+    h1 | h2c) ;;
+    *) die "TARGETS must be h1 or h2c (got '$TARGETS')" ;;
+esac
 PKG_OF[valgrind]=valgrind
 PKG_OF[callgrind_control]=valgrind
 install_missing nginx curl python3 taskset setsid h2load valgrind callgrind_control
@@ -49,9 +55,12 @@ build_ecslb
 make_workdir instructions
 
 read -r P1 P2 P3 PORT <<<"$(free_ports 4)"
-start_backends
+if [[ $TARGETS == h2c ]]; then start_backends h2c; else start_backends; fi
 
 render "$ROOT/benches/load/ecslb.toml.tmpl" "$WORK/ecslb.toml" "$WORK" "$PORT"
+if [[ $TARGETS == h2c ]]; then
+    sed -i '/^\[target_groups.backends\]/a protocol_version = "http2"' "$WORK/ecslb.toml"
+fi
 log "ecslb under callgrind on 127.0.0.1:$PORT (slow to start)"
 RUST_LOG=${RUST_LOG:-warn} start_bg "$WORK/ecslb.log" \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.out.%p" \

@@ -228,12 +228,13 @@ start_nginx() {
     start_bg "$dir/stdout.log" taskset -c "$cpu" nginx "${args[@]}"
 }
 
-# wait_ready PORT PID : until http://127.0.0.1:PORT/ answers 2xx.
+# wait_ready PORT PID [CURL_FLAG...] : until http://127.0.0.1:PORT/ answers 2xx.
 wait_ready() {
     local port=$1 pid=$2 deadline=$((SECONDS + READY_TIMEOUT))
+    shift 2
     while ((SECONDS < deadline)); do
         is_alive "$pid" || return 2
-        if curl -fsS -m 1 -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+        if curl "$@" -fsS -m 1 -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
             return 0
         fi
         sleep 0.2
@@ -262,20 +263,25 @@ to_ms() {
     }'
 }
 
-# start_backends : the three nginx backends of benches/load/ on P1 P2 P3, core 1.
+# start_backends [h2c] : the three nginx backends of benches/load/ on P1 P2 P3, core 1;
+# with h2c, they speak HTTP/2 only (prior knowledge), not HTTP/1.1.
 start_backends() {
-    local bdir="$WORK/backends" port body
+    local bdir="$WORK/backends" port body curl_flags=()
     mkdir -p "$bdir"
     render "$ROOT/benches/load/backends.nginx.conf.tmpl" "$bdir/nginx.conf" "$bdir" 0
-    log "starting backends on 127.0.0.1:$P1 :$P2 :$P3 (nginx, core 1)"
+    if [[ ${1:-} == h2c ]]; then
+        sed -i 's/ backlog=4096;/ http2 backlog=4096;/' "$bdir/nginx.conf"
+        curl_flags=(--http2-prior-knowledge)
+    fi
+    log "starting backends on 127.0.0.1:$P1 :$P2 :$P3 (nginx${1:+, $1}, core 1)"
     start_nginx "$bdir" 1
     BACKEND_PID=$LAST_PID
     for port in "$P1" "$P2" "$P3"; do
-        if ! wait_ready "$port" "$BACKEND_PID"; then
+        if ! wait_ready "$port" "$BACKEND_PID" "${curl_flags[@]}"; then
             tail -n 20 "$bdir/error.log" "$bdir/stdout.log" >&2 2>/dev/null || true
             die "backend on port $port did not come up"
         fi
-        body=$(curl -fsS -m 2 "http://127.0.0.1:$port/")
+        body=$(curl "${curl_flags[@]}" -fsS -m 2 "http://127.0.0.1:$port/")
         [[ $body == "hello, world" ]] || die "backend $port answered '$body'"
     done
 }
