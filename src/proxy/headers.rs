@@ -217,7 +217,10 @@ pub fn trace(headers: &mut HeaderMap) {
         value.push(b';');
         value.extend_from_slice(e);
     }
-    let value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
+    let mut value = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static(""));
+    // New on every request: HPACK encodes it "never indexed" to HTTP/2 targets, rather
+    // than adding each to the connection's table and evicting fields that repeat.
+    value.set_sensitive(true);
     headers.insert(&X_AMZN_TRACE_ID, value);
 }
 
