@@ -1,6 +1,7 @@
 //! nginx (Debian's package, the server most often behind a load balancer) as a target,
-//! over HTTP/1.1 and over HTTP/2 (h2c): health-checked in the group's protocol version,
-//! and answering what clients of either version send through the proxy.
+//! over HTTP/1.1 and over HTTP/2 (h2c): health-checked in the group's protocol version
+//! (or the check's own, for a health port beside the traffic port), and answering what
+//! clients of either version send through the proxy.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -74,4 +75,43 @@ async fn nginx_targets_are_checked_and_reached_over_http1_and_http2() {
         );
         proxy.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_check_may_speak_http1_to_a_health_port_beside_an_http2_one() {
+    // A common layout: the traffic port speaks HTTP/2 only, and a management port
+    // answers health checks over HTTP/1.1.
+    let health =
+        start_nginx(r#"server { listen @ADDR@; location = /health { return 200 "ok\n"; } }"#).await;
+    let app = start_nginx(
+        r#"server { listen @ADDR@ http2; location / { return 200 "$server_protocol\n"; } }"#,
+    )
+    .await;
+    let port = health.addr.port();
+    let proxy = start_proxy(&config(app.addr, "http2").replace(
+        "healthy_threshold = 1 }",
+        &format!("healthy_threshold = 1, port = {port}, protocol_version = \"http1\" }}"),
+    ))
+    .await;
+    wait_for_state(proxy.admin, "app", app.addr, "healthy").await;
+    let r = get_with(&proxy.url("/"), &[]).await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "HTTP/2.0\n"));
+    proxy.stop().await;
+}
+
+#[test]
+fn a_checks_protocol_version_is_one_of_the_groups() {
+    let dir = support::TempDir::new();
+    let path = dir.0.join("ecslb.toml");
+    let config = config("127.0.0.1:1".parse().unwrap(), "http2").replace(
+        "healthy_threshold = 1 }",
+        "healthy_threshold = 1, protocol_version = \"h3\" }",
+    );
+    std::fs::write(&path, &config).unwrap();
+    let errors = ecslb::config::Config::load(&path).unwrap_err().to_string();
+    assert!(
+        errors.contains("ecslb.toml:14: target_groups.app.health_check.protocol_version")
+            && errors.contains("unknown value \"h3\"; expected one of http1, http2, grpc"),
+        "{errors}"
+    );
 }

@@ -217,6 +217,7 @@ pub(crate) struct HealthCheckFile {
     pub(crate) unhealthy_threshold: Option<i64>,
     pub(crate) matcher: Option<String>,
     pub(crate) host: Option<String>,
+    pub(crate) protocol_version: Option<String>,
 }
 
 /// `port = "traffic-port"` or `port = 8081`.

@@ -993,9 +993,9 @@ fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32
 
 /// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
 /// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2. HTTP checks
-/// speak the group's protocol `version`: a `grpc` group's are gRPC calls, to path
-/// `/AWS.ALB/healthcheck` and passed by gRPC code 12 (UNIMPLEMENTED: any gRPC server
-/// that is up answers it so) unless told otherwise.
+/// speak the group's protocol `version` unless told another: a `grpc` group's are gRPC
+/// calls, to path `/AWS.ALB/healthcheck` and passed by gRPC code 12 (UNIMPLEMENTED:
+/// any gRPC server that is up answers it so) unless told otherwise.
 fn health_check(
     c: &mut Check,
     h: &HealthCheckFile,
@@ -1038,6 +1038,18 @@ fn health_check(
             "must be at least 50ms and no longer than the interval",
         );
     }
+    // A check may speak another version than the group's traffic, e.g. HTTP/1.1 to a
+    // health port next to an HTTP/2 one.
+    let version = c.one_of(
+        "protocol_version",
+        &h.protocol_version,
+        version,
+        &[
+            ("http1", ProtocolVersion::Http1),
+            ("http2", ProtocolVersion::Http2),
+            ("grpc", ProtocolVersion::Grpc),
+        ],
+    );
     let grpc = version == ProtocolVersion::Grpc && protocol != HealthProtocol::Tcp;
     let default_path = if grpc { "/AWS.ALB/healthcheck" } else { "/" };
     let path = h.path.clone().unwrap_or_else(|| default_path.into());
@@ -1048,9 +1060,14 @@ fn health_check(
         c.fail_at("path", format!("invalid path {path:?}: must start with /"));
     }
     if protocol == HealthProtocol::Tcp
-        && (h.path.is_some() || h.matcher.is_some() || h.host.is_some())
+        && (h.path.is_some()
+            || h.matcher.is_some()
+            || h.host.is_some()
+            || h.protocol_version.is_some())
     {
-        c.fail("path, matcher and host apply to http and https health checks only");
+        c.fail(
+            "path, matcher, host and protocol_version apply to http and https health checks only",
+        );
     }
     let port = match &h.port {
         None => None,
