@@ -103,6 +103,47 @@ async fn connections_the_target_closes_are_replaced_without_failing_requests() {
     proxy.stop().await;
 }
 
+#[tokio::test]
+async fn connections_idle_past_the_groups_idle_timeout_are_not_reused() {
+    // As ALB closes target connections at its idle timeout: a target whose own
+    // keep-alive timeout is longer then never closes a connection the proxy is about
+    // to reuse.
+    let (addr, accepted) = counting_backend(false).await;
+    let proxy = start_proxy(&one_group_config(&[addr], "", "idle_timeout = \"300ms\"")).await;
+    let with_body = |url: String| async move {
+        let req = hyper::Request::post(url)
+            .body(Full::new(Bytes::from_static(b"a body")))
+            .unwrap();
+        send(&client(), req).await.status.as_u16()
+    };
+    // Requests without a body take the lean client, those with one hyper's.
+    for (path, n) in [("lean", 1), ("hyper", 3)] {
+        let request = |_| async {
+            if path == "lean" {
+                get(&proxy.url("/")).await.status.as_u16()
+            } else {
+                with_body(proxy.url("/")).await
+            }
+        };
+        assert_eq!(request(()).await, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(request(()).await, 200);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            n,
+            "{path}: reused while fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(request(()).await, 200);
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            n + 1,
+            "{path}: not reused once stale"
+        );
+    }
+    proxy.stop().await;
+}
+
 /// A target that answers every request on a connection with `reply` (raw bytes), then
 /// closes the connection when `close` is set; counts its connections.
 async fn scripted_target(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {

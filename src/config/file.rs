@@ -190,6 +190,7 @@ pub(crate) struct TargetGroupFile {
     pub(crate) protocol_version: Option<String>,
     pub(crate) response_timeout: Option<String>,
     pub(crate) connect_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
     pub(crate) deregistration_delay: Option<String>,
     pub(crate) stickiness: Option<StickinessFile>,
     pub(crate) slow_start: Option<String>,

@@ -390,6 +390,9 @@ pub struct TargetGroup {
     pub response_timeout: Duration,
     /// A target not accepting a connection within this time gets the client a 502.
     pub connect_timeout: Duration,
+    /// A keep-alive HTTP/1.1 connection to a target left idle this long is closed
+    /// rather than reused, as ALB closes target connections at its idle timeout.
+    pub idle_timeout: Duration,
     /// How long a removed target keeps finishing in-flight requests.
     pub deregistration_delay: Duration,
     /// Target stickiness.

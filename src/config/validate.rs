@@ -867,6 +867,7 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         let http_only = [
             ("protocol_version", g.protocol_version.is_some()),
             ("response_timeout", g.response_timeout.is_some()),
+            ("idle_timeout", g.idle_timeout.is_some()),
             ("stickiness", g.stickiness.is_some()),
             ("outlier_detection", g.outlier_detection.is_some()),
         ];
@@ -911,6 +912,10 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         &g.connect_timeout,
         Duration::from_secs(10),
     );
+    let idle_timeout = c.duration("idle_timeout", &g.idle_timeout, Duration::from_secs(60));
+    if idle_timeout.is_zero() {
+        c.fail_at("idle_timeout", "must be more than 0s");
+    }
     let deregistration_delay = c.duration(
         "deregistration_delay",
         &g.deregistration_delay,
@@ -946,6 +951,7 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         protocol_version,
         response_timeout,
         connect_timeout,
+        idle_timeout,
         deregistration_delay,
         stickiness,
         slow_start,

@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -38,6 +38,8 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 pub struct Client {
     version: ProtocolVersion,
     connect_timeout: Duration,
+    /// Idle HTTP/1.1 connections are not reused after this long.
+    idle_timeout: Duration,
     protocol: GroupProtocol,
     /// The group's TLS settings as configured (to tell whether a reload changed them).
     tls_config: UpstreamTls,
@@ -80,27 +82,55 @@ impl Error {
 /// Open connections to one target.
 #[derive(Debug, Default)]
 pub struct Pool {
-    http1: Mutex<Vec<http1::SendRequest<RequestBody>>>,
+    /// Idle connections of hyper's HTTP/1.1 client, the last released on top.
+    http1: Mutex<Vec<Idle<http1::SendRequest<RequestBody>>>>,
     /// Open HTTP/2 connections, in the order they were opened.
     http2: Mutex<Vec<Http2Conn>>,
-    /// Idle connections of the lean HTTP/1.1 path.
-    lean: Mutex<Vec<h1::Conn>>,
+    /// Idle connections of the lean HTTP/1.1 path, the last released on top.
+    lean: Mutex<Vec<Idle<h1::Conn>>>,
+}
+
+/// An idle HTTP/1.1 connection, and since when.
+#[derive(Debug)]
+struct Idle<C> {
+    conn: C,
+    since: Instant,
+}
+
+/// The most recently released of `idle`, unless it has been idle for `max` or longer:
+/// then it and every older one are let go (closed), as a target may be about to close
+/// them itself, racing the next request.
+fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
+    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+    let top = idle.pop()?;
+    if top.since.elapsed() < max {
+        return Some(top.conn);
+    }
+    let expired = std::mem::take(&mut *idle);
+    drop(idle);
+    drop(expired);
+    None
+}
+
+fn release_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
+    let since = Instant::now();
+    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+    if idle.len() < MAX_IDLE_PER_TARGET {
+        idle.push(Idle { conn, since });
+    }
 }
 
 impl Pool {
-    fn take_http1(&self) -> Option<http1::SendRequest<RequestBody>> {
-        self.http1.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    fn take_http1(&self, max_idle: Duration) -> Option<http1::SendRequest<RequestBody>> {
+        take_idle(&self.http1, max_idle)
     }
 
-    fn take_lean(&self) -> Option<h1::Conn> {
-        self.lean.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    fn take_lean(&self, max_idle: Duration) -> Option<h1::Conn> {
+        take_idle(&self.lean, max_idle)
     }
 
     fn release_lean(&self, conn: h1::Conn) {
-        let mut idle = self.lean.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push(conn);
-        }
+        release_idle(&self.lean, conn);
     }
 
     /// Idle HTTP/1.1 connections.
@@ -243,19 +273,17 @@ impl Reusable {
         if sender.is_closed() {
             return;
         }
-        let mut idle = target.pool.http1.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_PER_TARGET {
-            idle.push(sender);
-        }
+        release_idle(&target.pool.http1, sender);
     }
 }
 
 impl Client {
-    /// A client with `group`'s protocol version and connect timeout.
+    /// A client with `group`'s protocol version, timeouts and TLS settings.
     pub fn new(group: &config::TargetGroup) -> Self {
         Self {
             version: group.protocol_version,
             connect_timeout: group.connect_timeout,
+            idle_timeout: group.idle_timeout,
             protocol: group.protocol,
             tls_config: group.tls.clone(),
             tls: tls::Settings::of(group),
@@ -266,6 +294,7 @@ impl Client {
     pub fn serves(&self, group: &config::TargetGroup) -> bool {
         self.version == group.protocol_version
             && self.connect_timeout == group.connect_timeout
+            && self.idle_timeout == group.idle_timeout
             && self.protocol == group.protocol
             && self.tls_config == group.tls
     }
@@ -330,7 +359,7 @@ impl Client {
         heads: Heads,
     ) -> Result<Response<ResponseBody>, Error> {
         let repeatable = h1::retryable(req.method());
-        while let Some(conn) = target.pool.take_lean() {
+        while let Some(conn) = target.pool.take_lean(self.idle_timeout) {
             if !conn.is_usable() {
                 continue;
             }
@@ -356,7 +385,7 @@ impl Client {
         target: &Arc<Target>,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
-        while let Some(mut sender) = target.pool.take_http1() {
+        while let Some(mut sender) = target.pool.take_http1(self.idle_timeout) {
             // A connection the target closed while idle fails here, before the request
             // is handed over; the request then goes out on the next one.
             if sender.ready().await.is_err() {
