@@ -4,8 +4,10 @@
 //!
 //! Each [`Target`] carries its own [`Pool`], so taking a connection is a pop from that
 //! target's idle list (no shared map keyed by address, no hashing per request), and the
-//! pool survives reloads along with the target. A [`Client`] holds only a target group's
-//! connection settings.
+//! pool survives reloads along with the target. An HTTP/1.1 connection idle for the
+//! group's `idle_timeout` is closed when next found rather than reused. HTTP/2 requests
+//! share a target's connections up to the streams the target allows on each. A
+//! [`Client`] holds only a target group's connection settings.
 
 mod h1;
 mod tls;
