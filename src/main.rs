@@ -250,9 +250,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         };
         let http = if g.protocol.is_http() {
             format!(
-                " {:?}, response timeout {}",
+                " {:?}, response timeout {}, idle timeout {}",
                 g.protocol_version,
-                humantime::format_duration(g.response_timeout)
+                humantime::format_duration(g.response_timeout),
+                humantime::format_duration(g.idle_timeout)
             )
         } else {
             String::new()
