@@ -28,12 +28,17 @@ use crate::listener::idle::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::config::{self, GroupProtocol, ProtocolVersion, UpstreamTls};
 use crate::target::Target;
 
 /// Idle HTTP/1.1 connections kept per target; more are closed when released.
 const MAX_IDLE_PER_TARGET: usize = 256;
+
+/// Streams a new HTTP/2 connection carries until the target's first `SETTINGS` say how
+/// many it allows (RFC 9113 recommends servers allow at least 100).
+const INITIAL_MAX_STREAMS: usize = 100;
 
 /// A target group's connection settings. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -69,15 +74,19 @@ pub enum Error {
     /// The same, on the lean HTTP/1.1 path.
     #[error("target failed the request")]
     Lean(#[source] h1::Error),
+    /// Opening the HTTP/2 connection this request waited for failed so.
+    #[error(transparent)]
+    Shared(Arc<Error>),
 }
 
 impl Error {
     /// Whether no connection to the target could be made at all.
     pub fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Handshake(_)
-        )
+        match self {
+            Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Handshake(_) => true,
+            Error::Shared(e) => e.is_connect(),
+            Error::Request(_) | Error::Lean(_) => false,
+        }
     }
 }
 
@@ -86,8 +95,7 @@ impl Error {
 pub struct Pool {
     /// Idle connections of hyper's HTTP/1.1 client, the last released on top.
     http1: Mutex<Vec<Idle<http1::SendRequest<RequestBody>>>>,
-    /// Open HTTP/2 connections, in the order they were opened.
-    http2: Mutex<Vec<Http2Conn>>,
+    http2: Mutex<Http2Pool>,
     /// Idle connections of the lean HTTP/1.1 path, the last released on top.
     lean: Mutex<Vec<Idle<h1::Conn>>>,
 }
@@ -142,18 +150,39 @@ impl Pool {
     }
 
     /// A stream on the first open HTTP/2 connection with room for one more under the
-    /// target's `SETTINGS_MAX_CONCURRENT_STREAMS`; `None` when every connection is full
-    /// (or there is none). Connections left with no streams while this one has room
-    /// are let go: they close once their last request ends.
-    fn take_http2(&self) -> Option<(http2::SendRequest<RequestBody>, Stream)> {
-        let mut conns = self.http2.lock().unwrap_or_else(|p| p.into_inner());
-        conns.retain(|c| !c.sender.is_closed());
-        let chosen = conns.iter().position(Http2Conn::has_room)?;
-        let stream = conns[chosen].stream();
-        // Streams are only taken under this lock, so a connection seen empty here
-        // stays empty until it is let go.
-        conns.retain(|c| c.streams.load(Ordering::Relaxed) > 0);
-        Some(stream)
+    /// target's `SETTINGS_MAX_CONCURRENT_STREAMS`. Connections left with no streams
+    /// while this one has room are let go: they close once their last request ends.
+    /// When every connection is full (or there is none), a wait for the connection
+    /// being opened if it will have room, else the task of opening one.
+    fn take_http2(&self) -> Taken<'_> {
+        let mut pool = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+        pool.conns.retain(|c| !c.sender.is_closed());
+        if let Some(chosen) = pool.conns.iter().position(Http2Conn::has_room) {
+            let stream = pool.conns[chosen].stream();
+            // Streams are only taken under this lock, so a connection seen empty here
+            // stays empty until it is let go.
+            pool.conns.retain(|c| c.streams.load(Ordering::Relaxed) > 0);
+            return Taken::Stream(stream);
+        }
+        if let Some(opening) = pool.opening.as_mut() {
+            // The opener takes one of the new connection's first streams.
+            if opening.waiting < INITIAL_MAX_STREAMS - 1 {
+                opening.waiting += 1;
+                return Taken::Wait(opening.done.clone());
+            }
+        }
+        // None is being opened, or the one being opened is spoken for: the next
+        // requests wait for this one.
+        let (wake, done) = watch::channel(None);
+        pool.opening = Some(Opening {
+            done: done.clone(),
+            waiting: 0,
+        });
+        Taken::Open(Opener {
+            pool: self,
+            done,
+            wake,
+        })
     }
 
     /// Adds a newly opened HTTP/2 connection, with a stream on it for the request
@@ -163,8 +192,73 @@ impl Pool {
         self.http2
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .conns
             .push(conn);
         stream
+    }
+}
+
+/// A target's HTTP/2 connections.
+#[derive(Debug, Default)]
+struct Http2Pool {
+    /// Open connections, in the order they were opened.
+    conns: Vec<Http2Conn>,
+    /// The connection being opened, which requests finding no room wait for.
+    opening: Option<Opening>,
+}
+
+/// A connection being opened: its `done` closes when the connection is in the pool or
+/// opening it was given up, after holding the error when opening it failed.
+#[derive(Debug)]
+struct Opening {
+    done: watch::Receiver<Failed>,
+    /// Requests waiting for it.
+    waiting: usize,
+}
+
+/// Why the connection being opened is not: set when opening it failed.
+type Failed = Option<Arc<Error>>;
+
+/// What a request finds in a target's HTTP/2 pool.
+enum Taken<'a> {
+    /// A stream on an open connection.
+    Stream((http2::SendRequest<RequestBody>, Stream)),
+    /// Nothing yet: wait until this closes, then fail as it failed, or look again.
+    Wait(watch::Receiver<Failed>),
+    /// The task of opening a connection.
+    Open(Opener<'a>),
+}
+
+/// Held by the request opening an HTTP/2 connection; dropped (the connection added to
+/// the pool, or opening it failed, or the request went away), it wakes the requests
+/// waiting for it. They fail with the opener's error if it failed (one connect timeout
+/// for them all, not one after another), else look again.
+struct Opener<'a> {
+    pool: &'a Pool,
+    done: watch::Receiver<Failed>,
+    wake: watch::Sender<Failed>,
+}
+
+impl Opener<'_> {
+    /// Opening the connection failed with `e`: the waiting requests fail so too.
+    fn failed(self, e: Error) -> Error {
+        let e = Arc::new(e);
+        self.wake.send_replace(Some(Arc::clone(&e)));
+        Error::Shared(e)
+    }
+}
+
+impl Drop for Opener<'_> {
+    fn drop(&mut self) {
+        let mut pool = self.pool.http2.lock().unwrap_or_else(|p| p.into_inner());
+        if pool
+            .opening
+            .as_ref()
+            .is_some_and(|o| o.done.same_channel(&self.done))
+        {
+            pool.opening = None;
+        }
+        // `wake` drops after this, waking the waiters.
     }
 }
 
@@ -456,16 +550,33 @@ impl Client {
     }
 
     /// A stream on one of the target's HTTP/2 connections, or on a new one when all
-    /// are full or there is none.
+    /// are full or there is none. Requests that find none with room while one is being
+    /// opened wait for it (as many as it will carry) rather than each opening their
+    /// own: a burst to a cold target opens one connection, not one per request.
     async fn http2_stream(
         &self,
         target: &Arc<Target>,
     ) -> Result<(http2::SendRequest<RequestBody>, Stream), Error> {
-        if let Some(stream) = target.pool.take_http2() {
-            return Ok(stream);
+        loop {
+            match target.pool.take_http2() {
+                Taken::Stream(stream) => return Ok(stream),
+                Taken::Wait(mut done) => {
+                    // Resolves once the opener is gone; an error then is the channel's.
+                    while done.changed().await.is_ok() {}
+                    if let Some(e) = done.borrow().as_ref() {
+                        return Err(Error::Shared(Arc::clone(e)));
+                    }
+                }
+                Taken::Open(opener) => match Box::pin(self.open_http2(target)).await {
+                    Ok(conn) => {
+                        let stream = target.pool.add_http2(conn);
+                        drop(opener);
+                        return Ok(stream);
+                    }
+                    Err(e) => return Err(opener.failed(e)),
+                },
+            }
         }
-        let conn = Box::pin(self.open_http2(target)).await?;
-        Ok(target.pool.add_http2(conn))
     }
 
     // Opening a connection is boxed by the callers: its handshake state is large, and
@@ -490,6 +601,7 @@ impl Client {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .handshake(io)
             .await
             .map_err(Error::Handshake)?;
