@@ -117,19 +117,32 @@ async fn http2_get<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Connection)?;
     let req = Request::get(http2_uri(addr, check, scheme)?)
         .header(USER_AGENT, HEALTH_CHECKER)
         .body(Empty::<Bytes>::new())
+        .map_err(|_| Failure::Connection)?;
+    over_http2(stream, req, |resp| answered(check, resp)).await
+}
+
+/// Sends `req` on a new HTTP/2 connection over `stream` and judges the answer with
+/// `judge`, driving the connection meanwhile.
+async fn over_http2<S, B, J, F>(stream: S, req: Request<B>, judge: J) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    J: FnOnce(http::Response<Incoming>) -> F,
+    F: std::future::Future<Output = Result<(), Failure>>,
+{
+    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
         .map_err(|_| Failure::Connection)?;
     let response = async {
         let resp = sender
             .send_request(req)
             .await
             .map_err(|_| Failure::Connection)?;
-        answered(check, resp).await
+        judge(resp).await
     };
     while_driving(conn, response).await
 }
@@ -168,20 +181,13 @@ async fn grpc<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .map_err(|_| Failure::Connection)?;
     let req = Request::post(http2_uri(addr, check, scheme)?)
         .header(CONTENT_TYPE, "application/grpc")
         .header(TE, "trailers")
         .header(USER_AGENT, HEALTH_CHECKER)
         .body(Full::new(Bytes::from_static(&EMPTY_GRPC_MESSAGE)))
         .map_err(|_| Failure::Connection)?;
-    let response = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|_| Failure::Connection)?;
+    over_http2(stream, req, |resp| async move {
         if resp.status() != StatusCode::OK {
             return Err(Failure::ResponseCodeMismatch(resp.status().as_u16()));
         }
@@ -197,8 +203,8 @@ where
             }
         };
         matched(check, code)
-    };
-    while_driving(conn, response).await
+    })
+    .await
 }
 
 /// Whether `code` (an HTTP status, or a gRPC one) passes the check's matcher.
