@@ -8,27 +8,18 @@ mod support;
 
 use http::Request;
 use support::nginx::start_nginx;
-use support::{get_with, h2_client, send, start_proxy, wait_for_state};
+use support::{get_with, h2_client, one_group_config, send, start_proxy, wait_for_state};
 
-/// A listener forwarding to group `app` of one target, `protocol_version = version`,
+/// A listener forwarding to group `g` of one target, `protocol_version = version`,
 /// health-checked on `/health` every 100 ms.
 fn config(target: std::net::SocketAddr, version: &str) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[[listeners]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-default_action = {{ forward = "app" }}
-
-[target_groups.app]
-protocol_version = "{version}"
-discovery = {{ static = ["{target}"] }}
-health_check = {{ path = "/health", interval = "100ms", timeout = "100ms", healthy_threshold = 1 }}
-"#
+    one_group_config(
+        &[target],
+        "",
+        &format!(
+            "protocol_version = \"{version}\"\n\
+             health_check = {{ path = \"/health\", interval = \"100ms\", timeout = \"100ms\", healthy_threshold = 1 }}"
+        ),
     )
 }
 
@@ -48,7 +39,7 @@ async fn nginx_targets_are_checked_and_reached_over_http1_and_http2() {
         ))
         .await;
         let proxy = start_proxy(&config(nginx.addr, version)).await;
-        wait_for_state(proxy.admin, "app", nginx.addr, "healthy").await;
+        wait_for_state(proxy.admin, "g", nginx.addr, "healthy").await;
 
         let r = get_with(&proxy.url("/a/b?c=1"), &[("host", "app.example")]).await;
         assert_eq!(
@@ -93,7 +84,7 @@ async fn a_check_may_speak_http1_to_a_health_port_beside_an_http2_one() {
         &format!("healthy_threshold = 1, port = {port}, protocol_version = \"http1\" }}"),
     ))
     .await;
-    wait_for_state(proxy.admin, "app", app.addr, "healthy").await;
+    wait_for_state(proxy.admin, "g", app.addr, "healthy").await;
     let r = get_with(&proxy.url("/"), &[]).await;
     assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "HTTP/2.0\n"));
     proxy.stop().await;
@@ -110,7 +101,7 @@ fn a_checks_protocol_version_is_one_of_the_groups() {
     std::fs::write(&path, &config).unwrap();
     let errors = ecslb::config::Config::load(&path).unwrap_err().to_string();
     assert!(
-        errors.contains("ecslb.toml:14: target_groups.app.health_check.protocol_version")
+        errors.contains("ecslb.toml:14: target_groups.g.health_check.protocol_version")
             && errors.contains("unknown value \"h3\"; expected one of http1, http2, grpc"),
         "{errors}"
     );
