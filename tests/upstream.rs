@@ -20,19 +20,30 @@ use hyper_util::server::conn::auto;
 use support::*;
 use tokio::net::TcpListener;
 
-/// A backend that counts the TCP connections it accepts and can close them after each
-/// response (`close_after_each`).
-async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A backend's address, and counts of the TCP connections it accepted and saw close.
+struct Counted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+/// A backend that counts the TCP connections it accepts and sees close, and can close
+/// them after each response (`close_after_each`); `/slow` answers after 100 ms.
+async fn counting_backend(close_after_each: bool) -> Counted {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (accepts, closes) = (Arc::clone(&accepted), Arc::clone(&closed));
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
+            accepts.fetch_add(1, Ordering::SeqCst);
+            let closes = Arc::clone(&closes);
             tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
+                let service = service_fn(move |req: hyper::Request<_>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
                     if close_after_each {
                         resp.headers_mut()
@@ -44,10 +55,15 @@ async fn counting_backend(close_after_each: bool) -> (SocketAddr, Arc<AtomicUsiz
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                closes.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, accepted)
+    Counted {
+        addr,
+        accepted,
+        closed,
+    }
 }
 
 fn config(target: SocketAddr) -> String {
@@ -56,7 +72,7 @@ fn config(target: SocketAddr) -> String {
 
 #[tokio::test]
 async fn sequential_requests_share_one_target_connection() {
-    let (addr, accepted) = counting_backend(false).await;
+    let Counted { addr, accepted, .. } = counting_backend(false).await;
     let proxy = start_proxy(&config(addr)).await;
     for _ in 0..50 {
         let r = get(&proxy.url("/")).await;
@@ -68,7 +84,7 @@ async fn sequential_requests_share_one_target_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_open_at_most_one_connection_each() {
-    let (addr, accepted) = counting_backend(false).await;
+    let Counted { addr, accepted, .. } = counting_backend(false).await;
     let proxy = start_proxy(&config(addr)).await;
     for _ in 0..5 {
         let batch: Vec<_> = (0..8)
@@ -97,7 +113,7 @@ async fn a_burst_to_a_cold_http2_target_opens_one_connection() {
     // handshake; 27 to 38 connections for these 40 before). A connection carries 100
     // streams until the target's SETTINGS arrive, so a burst of 150 takes at most two.
     for (burst, most) in [(40, 1), (150, 2)] {
-        let (addr, accepted) = counting_backend(false).await;
+        let Counted { addr, accepted, .. } = counting_backend(false).await;
         let proxy = start_proxy(&one_group_config(
             &[addr],
             "",
@@ -156,7 +172,7 @@ async fn requests_waiting_for_an_http2_connection_fail_with_it() {
 
 #[tokio::test]
 async fn connections_the_target_closes_are_replaced_without_failing_requests() {
-    let (addr, accepted) = counting_backend(true).await;
+    let Counted { addr, accepted, .. } = counting_backend(true).await;
     let proxy = start_proxy(&config(addr)).await;
     for _ in 0..20 {
         let r = get(&proxy.url("/")).await;
@@ -173,7 +189,7 @@ async fn connections_idle_past_the_groups_idle_timeout_are_not_reused() {
     // As ALB closes target connections at its idle timeout: a target whose own
     // keep-alive timeout is longer then never closes a connection the proxy is about
     // to reuse.
-    let (addr, accepted) = counting_backend(false).await;
+    let Counted { addr, accepted, .. } = counting_backend(false).await;
     let proxy = start_proxy(&one_group_config(&[addr], "", "idle_timeout = \"300ms\"")).await;
     let with_body = |url: String| async move {
         let req = hyper::Request::post(url)
@@ -206,6 +222,46 @@ async fn connections_idle_past_the_groups_idle_timeout_are_not_reused() {
             "{path}: not reused once stale"
         );
     }
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_a_burst_left_idle_close_while_later_requests_go_on() {
+    // A burst opens several connections; the requests after it take only the most
+    // recently released one, and the others, idle past the timeout, are let go rather
+    // than held open for good.
+    let Counted {
+        addr,
+        accepted,
+        closed,
+    } = counting_backend(false).await;
+    let proxy = start_proxy(&one_group_config(&[addr], "", "idle_timeout = \"300ms\"")).await;
+    let burst: Vec<_> = (0..6)
+        .map(|_| {
+            let url = proxy.url("/slow");
+            tokio::spawn(async move { get(&url).await.status.as_u16() })
+        })
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(opened > 1, "the burst took {opened} connection(s)");
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&proxy.url("/")).await.status.as_u16(), 200);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), opened, "no new connection");
+    // Closing reaches the backend a moment after the proxy lets go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::SeqCst) < opened - 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        closed.load(Ordering::SeqCst),
+        opened - 1,
+        "all but the one in use closed"
+    );
     proxy.stop().await;
 }
 

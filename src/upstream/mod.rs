@@ -107,25 +107,30 @@ struct Idle<C> {
     since: Instant,
 }
 
-/// The most recently released of `idle`, unless it has been idle for `max` or longer:
-/// then it and every older one are let go (closed), as a target may be about to close
-/// them itself, racing the next request.
+/// The most recently released of `idle`, unless it has been idle for `max` or longer.
+/// Connections idle that long are let go (closed), as a target may be about to close
+/// them itself, racing the next request; the oldest are looked at too, so that those
+/// a burst left behind do not linger while later requests keep taking the newest.
 fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
+    let now = Instant::now();
     let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
-    let top = idle.pop()?;
-    if top.since.elapsed() < max {
-        return Some(top.conn);
+    // Released in order, so the expired ones are at the bottom.
+    let expired = idle.partition_point(|c| now.saturating_duration_since(c.since) >= max);
+    if expired == 0 {
+        return idle.pop().map(|c| c.conn);
     }
-    let expired = std::mem::take(&mut *idle);
+    let gone: Vec<Idle<C>> = idle.drain(..expired).collect();
+    let fresh = idle.pop().map(|c| c.conn);
     drop(idle);
-    drop(expired);
-    None
+    drop(gone);
+    fresh
 }
 
 fn release_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
-    let since = Instant::now();
     let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
     if idle.len() < MAX_IDLE_PER_TARGET {
+        // Read under the lock, so that the list stays in release order.
+        let since = Instant::now();
         idle.push(Idle { conn, since });
     }
 }
