@@ -115,10 +115,11 @@ fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
     let now = Instant::now();
     let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
     // Released in order, so the expired ones are at the bottom.
-    let expired = idle.partition_point(|c| now.saturating_duration_since(c.since) >= max);
-    if expired == 0 {
+    let expired = |c: &Idle<C>| now.saturating_duration_since(c.since) >= max;
+    if !idle.first().is_some_and(expired) {
         return idle.pop().map(|c| c.conn);
     }
+    let expired = idle.partition_point(expired);
     let gone: Vec<Idle<C>> = idle.drain(..expired).collect();
     let fresh = idle.pop().map(|c| c.conn);
     drop(idle);
