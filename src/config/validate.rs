@@ -896,11 +896,7 @@ fn target_group(c: &mut Check, name: &str, g: &TargetGroupFile, base: &Path) -> 
         "protocol_version",
         &g.protocol_version,
         ProtocolVersion::Http1,
-        &[
-            ("http1", ProtocolVersion::Http1),
-            ("http2", ProtocolVersion::Http2),
-            ("grpc", ProtocolVersion::Grpc),
-        ],
+        PROTOCOL_VERSIONS,
     );
     let response_timeout = c.duration(
         "response_timeout",
@@ -997,6 +993,13 @@ fn count(c: &mut Check, key: &str, value: Option<i64>, default: u32, range: (u32
     }
 }
 
+/// The values of a group's and a health check's `protocol_version`.
+const PROTOCOL_VERSIONS: &[(&str, ProtocolVersion)] = &[
+    ("http1", ProtocolVersion::Http1),
+    ("http2", ProtocolVersion::Http2),
+    ("grpc", ProtocolVersion::Grpc),
+];
+
 /// ALB's defaults: HTTP checks every 30 s, 5 s timeout, 5 to turn healthy, 2 to turn
 /// unhealthy, matcher 200; TCP checks every 30 s, 10 s timeout, 5 and 2. HTTP checks
 /// speak the group's protocol `version` unless told another: a `grpc` group's are gRPC
@@ -1050,11 +1053,7 @@ fn health_check(
         "protocol_version",
         &h.protocol_version,
         version,
-        &[
-            ("http1", ProtocolVersion::Http1),
-            ("http2", ProtocolVersion::Http2),
-            ("grpc", ProtocolVersion::Grpc),
-        ],
+        PROTOCOL_VERSIONS,
     );
     let grpc = version == ProtocolVersion::Grpc && protocol != HealthProtocol::Tcp;
     let default_path = if grpc { "/AWS.ALB/healthcheck" } else { "/" };
