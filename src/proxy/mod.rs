@@ -340,7 +340,7 @@ impl Proxy {
                 (Some(authority), Some(host)) if authority.as_str().as_bytes() == host => {
                     Some(authority)
                 }
-                (_, Some(host)) => http::uri::Authority::try_from(host).ok(),
+                (_, Some(host)) => Authority::try_from(host).ok(),
                 (authority, None) => authority,
             }
             .or_else(|| Some(target.authority.clone()));
