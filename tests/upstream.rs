@@ -66,6 +66,20 @@ async fn counting_backend(close_after_each: bool) -> Counted {
     }
 }
 
+/// Sends `n` GETs of `url` at once (each from a client of its own) and asserts that
+/// each is answered `status`.
+async fn all_answer(url: &str, n: usize, status: u16) {
+    let requests: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move { get(&url).await.status.as_u16() })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.unwrap(), status);
+    }
+}
+
 fn config(target: SocketAddr) -> String {
     one_group_config(&[target], "", "")
 }
@@ -87,15 +101,7 @@ async fn concurrent_requests_open_at_most_one_connection_each() {
     let Counted { addr, accepted, .. } = counting_backend(false).await;
     let proxy = start_proxy(&config(addr)).await;
     for _ in 0..5 {
-        let batch: Vec<_> = (0..8)
-            .map(|_| {
-                let url = proxy.url("/");
-                tokio::spawn(async move { get(&url).await.status.as_u16() })
-            })
-            .collect();
-        for r in batch {
-            assert_eq!(r.await.unwrap(), 200);
-        }
+        all_answer(&proxy.url("/"), 8, 200).await;
     }
     let opened = accepted.load(Ordering::SeqCst);
     assert!(
@@ -120,15 +126,7 @@ async fn a_burst_to_a_cold_http2_target_opens_one_connection() {
             "protocol_version = \"http2\"",
         ))
         .await;
-        let requests: Vec<_> = (0..burst)
-            .map(|_| {
-                let url = proxy.url("/");
-                tokio::spawn(async move { get(&url).await.status.as_u16() })
-            })
-            .collect();
-        for r in requests {
-            assert_eq!(r.await.unwrap(), 200);
-        }
+        all_answer(&proxy.url("/"), burst, 200).await;
         let opened = accepted.load(Ordering::SeqCst);
         assert!(
             (1..=most).contains(&opened),
@@ -157,15 +155,7 @@ async fn requests_waiting_for_an_http2_connection_fail_with_it() {
     });
     let group = "protocol = \"https\"\nprotocol_version = \"http2\"\nconnect_timeout = \"300ms\"";
     let proxy = start_proxy(&one_group_config(&[addr], "", group)).await;
-    let requests: Vec<_> = (0..20)
-        .map(|_| {
-            let url = proxy.url("/");
-            tokio::spawn(async move { get(&url).await.status.as_u16() })
-        })
-        .collect();
-    for r in requests {
-        assert_eq!(r.await.unwrap(), 502);
-    }
+    all_answer(&proxy.url("/"), 20, 502).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     proxy.stop().await;
 }
@@ -236,15 +226,7 @@ async fn connections_a_burst_left_idle_close_while_later_requests_go_on() {
         closed,
     } = counting_backend(false).await;
     let proxy = start_proxy(&one_group_config(&[addr], "", "idle_timeout = \"300ms\"")).await;
-    let burst: Vec<_> = (0..6)
-        .map(|_| {
-            let url = proxy.url("/slow");
-            tokio::spawn(async move { get(&url).await.status.as_u16() })
-        })
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.unwrap(), 200);
-    }
+    all_answer(&proxy.url("/slow"), 6, 200).await;
     let opened = accepted.load(Ordering::SeqCst);
     assert!(opened > 1, "the burst took {opened} connection(s)");
     for _ in 0..8 {
