@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use support::grpc::{call, call_many, hold_many, Server};
 use support::tls::{certificates_toml, Ca};
-use support::{backend, start_proxy, wait_for_state, TempDir};
+use support::{backend, load_errors, start_proxy, wait_for_state, TempDir};
 
 /// A listener (`protocol`, with `listener_extra`) forwarding to a `grpc` group of
 /// `targets`, health-checked every 100 ms.
@@ -196,14 +196,11 @@ health_check = {{ interval = "100ms", timeout = "100ms", healthy_threshold = 1, 
 
 #[tokio::test]
 async fn grpc_matchers_take_grpc_codes() {
-    let dir = TempDir::new();
-    let path = dir.0.join("ecslb.toml");
     let config = grpc_config("http", "", &["127.0.0.1:1".parse().unwrap()]).replace(
         "healthy_threshold = 1 }",
         "healthy_threshold = 1, matcher = \"200\" }",
     );
-    std::fs::write(&path, &config).unwrap();
-    let errors = ecslb::config::Config::load(&path).unwrap_err().to_string();
+    let errors = load_errors(&config);
     assert!(
         errors.contains("target_groups.api.health_check.matcher")
             && errors.contains("gRPC codes and ranges 0-99"),

@@ -8,7 +8,9 @@ mod support;
 
 use http::Request;
 use support::nginx::start_nginx;
-use support::{get_with, h2_client, one_group_config, send, start_proxy, wait_for_state};
+use support::{
+    get_with, h2_client, load_errors, one_group_config, send, start_proxy, wait_for_state,
+};
 
 /// A listener forwarding to group `g` of one target, `protocol_version = version`,
 /// health-checked on `/health` every 100 ms.
@@ -92,14 +94,11 @@ async fn a_check_may_speak_http1_to_a_health_port_beside_an_http2_one() {
 
 #[test]
 fn a_checks_protocol_version_is_one_of_the_groups() {
-    let dir = support::TempDir::new();
-    let path = dir.0.join("ecslb.toml");
     let config = config("127.0.0.1:1".parse().unwrap(), "http2").replace(
         "healthy_threshold = 1 }",
         "healthy_threshold = 1, protocol_version = \"h3\" }",
     );
-    std::fs::write(&path, &config).unwrap();
-    let errors = ecslb::config::Config::load(&path).unwrap_err().to_string();
+    let errors = load_errors(&config);
     assert!(
         errors.contains("ecslb.toml:14: target_groups.g.health_check.protocol_version")
             && errors.contains("unknown value \"h3\"; expected one of http1, http2, grpc"),

@@ -484,6 +484,18 @@ pub fn free_port() -> u16 {
     socket.local_addr().expect("a bound address").port()
 }
 
+/// The errors `Config::load` reports for `toml` written to a file `ecslb.toml`, one
+/// per line; panics if it loads.
+pub fn load_errors(toml: &str) -> String {
+    let dir = TempDir::new();
+    let path = dir.0.join("ecslb.toml");
+    std::fs::write(&path, toml).expect("the config is written");
+    match ecslb::config::Config::load(&path) {
+        Ok(_) => panic!("the config loaded:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// Finds the program `name` on `PATH` or in `/usr/sbin` or `/usr/bin`; panics saying
 /// which Debian package to install (`scripts/test.sh` installs them) if it is absent.
 pub fn binary(name: &str, package: &str) -> PathBuf {
