@@ -19,6 +19,8 @@
 #   ECSLB_BIN=path   use this binary; skip `cargo build --release`
 #   KEEP_TMP=1       keep the temp dir
 #   FORWARDED=1      nginx adds the forwarding headers ecslb adds (as in load.sh)
+#   BUSY_POLL=0      1: ecslb runs with --busy-poll, HAProxy with `busy-polling`
+#                    (as in load.sh; nginx has no such setting)
 #
 # All traffic stays on 127.0.0.1; every run has a time limit.
 
@@ -41,6 +43,7 @@ for v in DURATION CONNECTIONS ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 FWD=$(forwarded_prefix)
+busy_poll_setup
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 install_missing nginx haproxy wrk curl python3 taskset setsid iperf3 openssl
@@ -61,7 +64,7 @@ TICKS=$(getconf CLK_TCK)
 
 start_ecslb() {
     RUST_LOG=${RUST_LOG:-warn} start_bg "$WORK/ecslb/stdout.log" \
-        taskset -c 0 "$ECSLB_BIN" run -c "$WORK/ecslb/ecslb.toml" --workers 1
+        taskset -c 0 "$ECSLB_BIN" run -c "$WORK/ecslb/ecslb.toml" --workers 1 "${ECSLB_ARGS[@]}"
     ECSLB_PID=$LAST_PID
     local deadline=$((SECONDS + READY_TIMEOUT))
     until grep -q "ecslb started" "$WORK/ecslb/stdout.log" 2>/dev/null; do
@@ -105,25 +108,26 @@ if part l4; then
     install_missing iperf3
     start_bg "$WORK/iperf-server.log" taskset -c 1 iperf3 -s -B 127.0.0.1 -p "$IPERF_PORT"
     sleep 0.5
-    start_ecslb
     mkdir -p "$WORK/haproxy"
     render "$TPL_DIR/haproxy.cfg.tmpl" "$WORK/haproxy/haproxy.cfg" "$WORK/haproxy" 0 \
-        TCP_PORT="$H_TCP" IPERF_PORT="$IPERF_PORT"
+        TCP_PORT="$H_TCP" IPERF_PORT="$IPERF_PORT" BUSY="$BUSY"
+    log "L4: iperf3 ${DURATION}s each: direct, ecslb, haproxy"
+    # One proxy runs at a time: a busy-polling one would take core 0 from the other.
+    read -r direct _ direct_cores _ <<<"$(iperf "$IPERF_PORT" -)"
+    start_ecslb
+    read -r ecslb ecslb_cpu ecslb_cores ecslb_ipi <<<"$(iperf "$E_TCP" "$ECSLB_PID")"
+    stop_pid "$ECSLB_PID"
     start_bg "$WORK/haproxy/stdout.log" taskset -c 0 haproxy -db -f "$WORK/haproxy/haproxy.cfg"
     HAPROXY_PID=$LAST_PID
     sleep 0.5
-    log "L4: iperf3 ${DURATION}s each: direct, ecslb, haproxy"
-    read -r direct _ direct_cores _ <<<"$(iperf "$IPERF_PORT" -)"
-    read -r ecslb ecslb_cpu ecslb_cores ecslb_ipi <<<"$(iperf "$E_TCP" "$ECSLB_PID")"
     read -r haproxy haproxy_cpu haproxy_cores haproxy_ipi <<<"$(iperf "$H_TCP" "$HAPROXY_PID")"
+    stop_pid "$HAPROXY_PID"
     pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
     REPORT+=("L4 bulk throughput (iperf3, 1 stream, ${DURATION}s)"
         "  direct     $direct Gbit/s  (cores 0/1 busy $direct_cores)"
         "  ecslb      $ecslb Gbit/s  ($(pct "$ecslb" "$direct") of direct, proxy CPU $ecslb_cpu, cores 0/1 busy $ecslb_cores, $ecslb_ipi IPIs to core 0 per GB)"
         "  haproxy    $haproxy Gbit/s  ($(pct "$haproxy" "$direct") of direct, proxy CPU $haproxy_cpu, cores 0/1 busy $haproxy_cores, $haproxy_ipi IPIs to core 0 per GB)"
         "")
-    stop_pid "$HAPROXY_PID"
-    stop_pid "$ECSLB_PID"
 fi
 
 # --------------------------------------------------------------------------
@@ -155,16 +159,9 @@ wrk_rps() {
 
 if part tls; then
     start_backends
-    start_ecslb
     mkdir -p "$WORK/nginx"
     cp "$WORK/bench.pem" "$WORK/bench.key" "$WORK/nginx/"
     render "$TPL_DIR/nginx.conf.tmpl" "$WORK/nginx/nginx.conf" "$WORK/nginx" 0 TLS_PORT="$N_TLS" "FWD=$FWD"
-    start_nginx "$WORK/nginx" 0
-    NGINX_PID=$LAST_PID
-    sleep 0.5
-    for port in "$E_TLS" "$N_TLS"; do
-        curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer on $port"
-    done
     REPORT+=("TLS termination (wrk -t1 -c$CONNECTIONS, ${DURATION}s, ECDSA P-256; CPU: the proxy's, of its one core)"
         "  round proxy  keep-alive req/s  p99 ms   CPU    handshakes/s  p99 ms   CPU   handshakes per CPU-second  cores 0/1  IPIs per handshake")
     ROWS=() # "proxy keep-alive p99 handshakes p99 per-CPU-second"
@@ -172,9 +169,18 @@ if part tls; then
         order=(ecslb nginx)
         ((round % 2 == 0)) && order=(nginx ecslb)
         for name in "${order[@]}"; do
-            if [[ $name == ecslb ]]; then port=$E_TLS pid=$ECSLB_PID; else port=$N_TLS pid=$NGINX_PID; fi
-            # nginx's worker is a child of the master we started.
-            [[ $name == nginx ]] && pid=$(pgrep -P "$NGINX_PID" | head -1)
+            # One proxy runs at a time: a busy-polling one would take core 0 from the other.
+            if [[ $name == ecslb ]]; then
+                start_ecslb
+                port=$E_TLS pid=$ECSLB_PID started=$ECSLB_PID
+            else
+                start_nginx "$WORK/nginx" 0
+                started=$LAST_PID port=$N_TLS
+                sleep 0.5
+                # nginx's worker is a child of the master we started.
+                pid=$(pgrep -P "$started" | head -1)
+            fi
+            curl -fsS -m 2 -k "https://127.0.0.1:$port/" >/dev/null || die "no HTTPS answer from $name on $port"
             log "TLS: $name keep-alive ${DURATION}s, then new connections ${DURATION}s (round $round of $ROUNDS)"
             read -r ka ka99 kacpu _ _ ka_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/")"
             read -r hs hs99 hscpu hsbusy hsipi hs_err <<<"$(wrk_rps "$pid" "https://127.0.0.1:$port/" -H "Connection: close")"
@@ -182,6 +188,7 @@ if part tls; then
             REPORT+=("$(printf '  %5s %-6s %16s %7s %6s %14s %7s %6s %12s %18s %12s' "$round" "$name" "$ka" "$ka99" "$kacpu" "$hs" "$hs99" "$hscpu" "$per_cpu" "$hsbusy" "$hsipi")")
             [[ $ka_err == none && $hs_err == none ]] || REPORT+=("    errors: $ka_err $hs_err")
             ROWS+=("$name $ka $ka99 $hs $hs99 $per_cpu")
+            stop_pid "$started"
         done
     done
     if ((ROUNDS > 1)); then
@@ -200,8 +207,6 @@ for name, runs in rows.items():
     REPORT+=("" "  cores 0/1: how busy the proxy's core and the wrk + backends core were during the"
         "  handshake run; IPIs: interrupts core 0 took from the other core, mostly to wake a"
         "  proxy waiting for work (each costs the sending core time)." "")
-    stop_pid "$NGINX_PID"
-    stop_pid "$ECSLB_PID"
 fi
 
 mkdir -p "$OUT_DIR"
@@ -209,6 +214,7 @@ OUT="$OUT_DIR/l4_tls-$(date +%Y%m%d-%H%M%S).txt"
 {
     echo "ecslb $("$ECSLB_BIN" --version 2>/dev/null || true); $(haproxy -v 2>/dev/null | head -1); $(nginx -v 2>&1); $(iperf3 --version | head -1)"
     host_line
+    busy_poll_note
     echo
     printf '%s\n' "${REPORT[@]}"
 } | tee "$OUT"

@@ -203,6 +203,25 @@ forwarded_prefix() {
     esac
 }
 
+# busy_poll_setup : reads BUSY_POLL (default 0). With 1, ecslb runs with
+# `--busy-poll` and HAProxy with `busy-polling` (its equivalent: never sleep in the
+# poller); nginx has no such setting. Sets ECSLB_ARGS (extra `ecslb run` arguments)
+# and BUSY (the prefix of the @BUSY@ lines of the HAProxy templates: "" keeps them,
+# "# " comments them out).
+busy_poll_setup() {
+    case ${BUSY_POLL:-0} in
+    0) ECSLB_ARGS=() BUSY='# ' ;;
+    1) ECSLB_ARGS=(--busy-poll) BUSY='' ;;
+    *) die "BUSY_POLL must be 0 or 1 (got '$BUSY_POLL')" ;;
+    esac
+}
+
+# busy_poll_note : a line for reports, when BUSY_POLL=1.
+busy_poll_note() {
+    [[ ${BUSY_POLL:-0} == 1 ]] && echo "busy polling: ecslb --busy-poll, HAProxy busy-polling (nginx has none)"
+    return 0
+}
+
 render() {
     local args=(-e "s|@DIR@|$3|g" -e "s|@PORT@|$4|g"
         -e "s|@P1@|${P1:-}|g" -e "s|@P2@|${P2:-}|g" -e "s|@P3@|${P3:-}|g") pair

@@ -27,6 +27,9 @@
 #                        (X-Forwarded-For/-Proto/-Port, a trace id; Host kept), so
 #                        every proxy sends the backends the same requests; 0: they
 #                        forward the bare request (less work for the backends)
+#   BUSY_POLL=0          1: ecslb runs with --busy-poll and HAProxy with its
+#                        `busy-polling` (workers poll instead of sleeping; nginx has
+#                        no such setting)
 #
 # All traffic stays on 127.0.0.1; every load loop has a time limit.
 
@@ -51,6 +54,7 @@ for v in DURATION CONNECTIONS WARMUP READY_TIMEOUT ROUNDS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 FWD=$(forwarded_prefix)
+busy_poll_setup
 read -r -a PROXY_LIST <<<"$PROXIES"
 ((${#PROXY_LIST[@]} > 0)) || die "PROXIES is empty"
 for p in "${PROXY_LIST[@]}"; do
@@ -112,14 +116,14 @@ start_proxy() {
         # The same proxy with request counting off, to measure what metrics cost.
         [[ $name == ecslb-nometrics ]] && printf '\n[metrics]\nenabled = false\n' >>"$dir/ecslb.toml"
         RUST_LOG=${RUST_LOG:-warn} start_bg "$dir/stdout.log" \
-            taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1
+            taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1 "${ECSLB_ARGS[@]}"
         ;;
     nginx)
         render "$TPL_DIR/nginx.conf.tmpl" "$dir/nginx.conf" "$dir" "$port" "FWD=$FWD"
         start_nginx "$dir" 0
         ;;
     haproxy)
-        render "$TPL_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port" "FWD=$FWD"
+        render "$TPL_DIR/haproxy.cfg.tmpl" "$dir/haproxy.cfg" "$dir" "$port" "FWD=$FWD" "BUSY=$BUSY"
         start_bg "$dir/stdout.log" taskset -c 0 haproxy -db -f "$dir/haproxy.cfg"
         ;;
     esac
@@ -242,6 +246,7 @@ version_of() {
         "proxy on core 0 (1 worker), backends + wrk on core 1;" \
         "3 backends, round robin, GET / -> 13-byte body;" \
         "nginx/HAProxy forwarding headers: $([[ -z $FWD ]] && echo "added, as ecslb's" || echo off)"
+    busy_poll_note
     for name in "${PROXY_LIST[@]}"; do
         echo "  $name: $(version_of "$name")"
     done

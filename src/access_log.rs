@@ -40,6 +40,9 @@ pub enum Output {
 /// One request's log record (ALB access-log fields).
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// ALB's `type`: `http`, `https`, `h2`, `grpcs`, `ws`, `wss`; `h2c` and `grpc` for
+    /// HTTP/2 in the clear, which ALB does not take.
+    pub kind: &'static str,
     /// When the response finished or the request ended.
     pub time: SystemTime,
     /// The listener's name (ALB's `elb` field).
@@ -69,6 +72,12 @@ pub struct Entry {
     pub request: String,
     /// The client's `User-Agent`, empty when absent.
     pub user_agent: String,
+    /// The TLS cipher suite (OpenSSL's name), `-` when not over TLS.
+    pub ssl_cipher: &'static str,
+    /// `TLSv1.2` or `TLSv1.3`, `-` when not over TLS.
+    pub ssl_protocol: &'static str,
+    /// The server name the client sent in its TLS handshake (SNI), if any.
+    pub domain_name: Option<Arc<str>>,
     /// The `X-Amzn-Trace-Id` sent to the target.
     pub trace_id: String,
     /// The priority of the rule that matched; `None` for the listener's default action.
@@ -295,6 +304,8 @@ impl WriteHealth {
 /// field keeps one JSON type and log stores do not hit mapping conflicts.
 #[derive(Serialize)]
 struct Record<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     time: Rfc3339,
     elb: &'a str,
     client: &'a SocketAddr,
@@ -308,7 +319,10 @@ struct Record<'a> {
     sent_bytes: u64,
     request: &'a str,
     user_agent: &'a str,
+    ssl_cipher: &'static str,
+    ssl_protocol: &'static str,
     trace_id: &'a str,
+    domain_name: OrDash<&'a str>,
     /// ALB writes 0 for the default action; rule priorities start at 1.
     matched_rule_priority: u32,
     target_group: OrDash<&'a str>,
@@ -318,6 +332,7 @@ struct Record<'a> {
 impl<'a> From<&'a Entry> for Record<'a> {
     fn from(entry: &'a Entry) -> Self {
         Record {
+            kind: entry.kind,
             time: Rfc3339(entry.time),
             elb: &entry.listener,
             client: &entry.client,
@@ -331,7 +346,10 @@ impl<'a> From<&'a Entry> for Record<'a> {
             sent_bytes: entry.sent_bytes,
             request: &entry.request,
             user_agent: &entry.user_agent,
+            ssl_cipher: entry.ssl_cipher,
+            ssl_protocol: entry.ssl_protocol,
             trace_id: &entry.trace_id,
+            domain_name: OrDash(entry.domain_name.as_deref()),
             matched_rule_priority: entry.matched_rule_priority.unwrap_or(0),
             target_group: OrDash(entry.target_group.as_deref()),
             error_reason: OrDash(entry.error_reason),
@@ -446,6 +464,7 @@ mod tests {
 
     fn forwarded() -> Entry {
         Entry {
+            kind: "https",
             time: at(1_530_569_780, 186_641),
             listener: "public".to_owned(),
             client: "192.0.2.10:51234".parse().unwrap(),
@@ -457,8 +476,11 @@ mod tests {
             target_status_code: Some(200),
             received_bytes: 142,
             sent_bytes: 3_021,
-            request: "GET http://example.com:80/a?b=c HTTP/1.1".to_owned(),
+            request: "GET https://example.com:443/a?b=c HTTP/1.1".to_owned(),
             user_agent: "curl/8.5.0".to_owned(),
+            ssl_cipher: "ECDHE-RSA-AES128-GCM-SHA256",
+            ssl_protocol: "TLSv1.2",
+            domain_name: Some(Arc::from("example.com")),
             trace_id: "Root=1-5b3aa1f4-0123456789abcdef01234567".to_owned(),
             matched_rule_priority: Some(10),
             target_group: Some("web".to_owned()),
@@ -468,6 +490,10 @@ mod tests {
 
     fn refused() -> Entry {
         Entry {
+            kind: "http",
+            ssl_cipher: "-",
+            ssl_protocol: "-",
+            domain_name: None,
             target: None,
             request_processing_time: -1.0,
             target_processing_time: -1.0,
@@ -497,6 +523,7 @@ mod tests {
         assert_eq!(
             lines[0],
             serde_json::json!({
+                "type": "https",
                 "time": "2018-07-02T22:16:20.186641Z",
                 "elb": "public",
                 "client": "192.0.2.10:51234",
@@ -508,9 +535,12 @@ mod tests {
                 "target_status_code": "200",
                 "received_bytes": 142,
                 "sent_bytes": 3021,
-                "request": "GET http://example.com:80/a?b=c HTTP/1.1",
+                "request": "GET https://example.com:443/a?b=c HTTP/1.1",
                 "user_agent": "curl/8.5.0",
+                "ssl_cipher": "ECDHE-RSA-AES128-GCM-SHA256",
+                "ssl_protocol": "TLSv1.2",
                 "trace_id": "Root=1-5b3aa1f4-0123456789abcdef01234567",
+                "domain_name": "example.com",
                 "matched_rule_priority": 10,
                 "target_group": "web",
                 "error_reason": "-",
@@ -523,6 +553,9 @@ mod tests {
         assert_eq!(second["matched_rule_priority"], 0);
         assert_eq!(second["target_group"], "-");
         assert_eq!(second["error_reason"], "no_healthy_target");
+        assert_eq!(second["type"], "http");
+        assert_eq!(second["ssl_cipher"], "-");
+        assert_eq!(second["domain_name"], "-");
         assert_eq!(second["user_agent"], "say \"hi\"\n");
         assert_eq!(log.dropped(), 0);
     }

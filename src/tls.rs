@@ -160,6 +160,51 @@ pub fn provider(policy: TlsPolicy) -> CryptoProvider {
     provider
 }
 
+/// What an HTTPS listener's access log tells of a client's TLS session, as ALB logs it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `TLSv1.2` or `TLSv1.3` (ALB's `ssl_protocol`).
+    pub protocol: &'static str,
+    /// The cipher suite by its OpenSSL name, as ALB writes `ssl_cipher`.
+    pub cipher: &'static str,
+    /// The server name the client sent (SNI; ALB's `domain_name`), if any.
+    pub server_name: Option<Arc<str>>,
+}
+
+impl Session {
+    /// The session of a connection whose handshake is done.
+    pub fn of(connection: &rustls::ServerConnection) -> Self {
+        let protocol = match connection.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "-",
+        };
+        let cipher = connection
+            .negotiated_cipher_suite()
+            .map_or("-", |s| openssl_name(s.suite()));
+        Self {
+            protocol,
+            cipher,
+            server_name: connection.server_name().map(Arc::from),
+        }
+    }
+}
+
+/// The OpenSSL name of each suite a policy can offer ([`provider`]); ALB's logs and
+/// policy tables use these.
+fn openssl_name(suite: CipherSuite) -> &'static str {
+    match suite {
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        other => other.as_str().unwrap_or("-"),
+    }
+}
+
 /// CAs trusted for targets when a group names none: the system bundle
 /// (`SSL_CERT_FILE`, then the Debian and Red Hat paths), else Mozilla's roots.
 pub fn system_roots() -> Arc<rustls::RootCertStore> {

@@ -144,3 +144,118 @@ async fn sigusr1_and_sighup_reopen_a_rotated_access_log_file() {
     assert_eq!(paths(&rotated[0]), ["before-1", "moved-1"]);
     assert_eq!(paths(&rotated[1]), ["before-2", "moved-2"]);
 }
+
+/// Each line says what kind of request it was and, over TLS, what the session was,
+/// as ALB's `type`, `ssl_protocol`, `ssl_cipher` and `domain_name` do; the request
+/// line carries the listener's scheme and port, as ALB's does. Driven by curl.
+#[tokio::test]
+async fn lines_tell_the_kind_of_request_and_the_tls_session_as_alb_does() {
+    let b = backend("b").await;
+    let dir = TempDir::new();
+    let ca = support::tls::Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let ca_file = ca.write(&dir.0, "ca.pem").display().to_string();
+    let log = dir.0.join("access.log");
+    let toml = format!(
+        r#"
+[access_log]
+output = "{log}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "plain"
+bind = "127.0.0.1:0"
+default_action = {{ forward = "web" }}
+
+[[listeners]]
+name = "secure"
+bind = "127.0.0.1:0"
+protocol = "https"
+{certificates}
+default_action = {{ forward = "web" }}
+
+[target_groups.web]
+discovery = {{ static = ["{target}"] }}
+"#,
+        log = log.display(),
+        certificates = support::tls::certificates_toml(&files),
+        target = b.addr,
+    );
+    let proxy = start_proxy(&toml).await;
+    let (plain, secure) = (proxy.addrs[0], proxy.addrs[1]);
+    let resolve = format!("site.test:{}:127.0.0.1", secure.port());
+    let https = |path: &str| format!("https://site.test:{}{path}", secure.port());
+    let tls = ["--cacert", &ca_file, "--resolve", &resolve];
+    let tls12 = [&tls[..], &["--http1.1", "--tlsv1.2", "--tls-max", "1.2"]].concat();
+    curl(&[&tls12[..], &[&https("/one?x=1")]].concat()).await;
+    let tls13 = [&tls[..], &["--http2", "--tlsv1.3"]].concat();
+    curl(&[&tls13[..], &[&https("/two")]].concat()).await;
+    curl(&[&format!("http://{plain}/three")]).await;
+    let h2c = ["--http2-prior-knowledge", "-H", "Host: app.test"];
+    curl(&[&h2c[..], &[&format!("http://{plain}/four")]].concat()).await;
+    proxy.stop().await; // flushes the log
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    let field = |i: usize, name: &str| lines[i][name].as_str().unwrap().to_owned();
+    let port = secure.port();
+
+    assert_eq!(field(0, "type"), "https");
+    assert_eq!(
+        field(0, "request"),
+        format!("GET https://site.test:{port}/one?x=1 HTTP/1.1")
+    );
+    assert_eq!(field(0, "ssl_protocol"), "TLSv1.2");
+    // The certificate's key is ECDSA; which AES the client prefers is its choice.
+    let cipher = field(0, "ssl_cipher");
+    assert!(
+        [
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES256-GCM-SHA384"
+        ]
+        .contains(&cipher.as_str()),
+        "{cipher}"
+    );
+    assert_eq!(field(0, "domain_name"), "site.test");
+
+    assert_eq!(field(1, "type"), "h2");
+    assert_eq!(
+        field(1, "request"),
+        format!("GET https://site.test:{port}/two HTTP/2.0")
+    );
+    assert_eq!(field(1, "ssl_protocol"), "TLSv1.3");
+    let cipher = field(1, "ssl_cipher");
+    assert!(
+        [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_CHACHA20_POLY1305_SHA256"
+        ]
+        .contains(&cipher.as_str()),
+        "{cipher}"
+    );
+    assert_eq!(field(1, "domain_name"), "site.test");
+
+    // The Host names the port already; it is written once.
+    assert_eq!(field(2, "type"), "http");
+    assert_eq!(
+        field(2, "request"),
+        format!("GET http://{plain}/three HTTP/1.1")
+    );
+    assert_eq!(field(2, "ssl_protocol"), "-");
+    assert_eq!(field(2, "ssl_cipher"), "-");
+    assert_eq!(field(2, "domain_name"), "-");
+
+    assert_eq!(field(3, "type"), "h2c");
+    assert_eq!(
+        field(3, "request"),
+        format!("GET http://app.test:{}/four HTTP/2.0", plain.port())
+    );
+    assert_eq!(field(3, "elb"), "plain");
+}

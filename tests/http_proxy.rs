@@ -184,33 +184,6 @@ async fn http1_client_reaches_an_http2_target() {
     proxy.stop().await;
 }
 
-fn curl_installed() -> bool {
-    std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok()
-}
-
-/// Runs `curl -sS --max-time 10 ARGS`; panics unless it succeeds. Returns its output.
-async fn curl(args: &[&str]) -> String {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .args(args)
-            .output()
-    })
-    .await
-    .expect("the curl task")
-    .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
     if !curl_installed() {
@@ -881,6 +854,93 @@ async fn the_proxy_holds_more_connections_than_the_soft_open_files_limit() {
         ecslb.log().contains("raised the open files limit"),
         "{}",
         ecslb.log()
+    );
+}
+
+/// CPU time (user + system, in clock ticks) of each runtime worker thread of `pid`,
+/// from /proc/PID/task/*/stat. tokio names its threads `tokio-rt-worker`; threads
+/// of its blocking pool, if any, share the name (and idle).
+fn worker_ticks(pid: u32) -> Vec<u64> {
+    let mut ticks = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended
+        };
+        let (name, rest) = stat.split_once(") ").expect("pid (comm) fields");
+        if !name.ends_with("(tokio-rt-worker") {
+            continue;
+        }
+        // After the name: state, ppid, ... utime is the 12th, stime the 13th.
+        let fields: Vec<u64> = rest
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        ticks.push(fields[0] + fields[1]);
+    }
+    ticks
+}
+
+/// How busy each worker thread of `pid` is over `window`, as a share of it; the
+/// busiest first.
+async fn worker_busy(pid: u32, window: Duration) -> Vec<f64> {
+    let hz = 100.0; // USER_HZ: what /proc counts in on Linux
+    let before = worker_ticks(pid);
+    tokio::time::sleep(window).await;
+    let after = worker_ticks(pid);
+    assert_eq!(before.len(), after.len(), "the worker threads stayed");
+    let mut busy: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a - b) as f64 / hz / window.as_secs_f64())
+        .collect();
+    busy.sort_by(|a, b| b.total_cmp(a));
+    busy
+}
+
+/// `--busy-poll` (here through its variable, `ECSLB_BUSY_POLL`) keeps every worker
+/// polling while there is nothing to do, as HAProxy's `busy-polling`: both workers of
+/// an idle proxy use CPU, where without it they sleep. It still serves, and SIGTERM
+/// still ends it at once.
+#[tokio::test]
+async fn with_busy_polling_every_worker_polls_while_idle_and_sigterm_still_ends_it() {
+    const WINDOW: Duration = Duration::from_millis(600);
+    let b = backend("b").await;
+    let config = |addr, admin| binary_config(addr, admin, b.addr, "");
+
+    let sleeping = start_binary(config).await;
+    let busy = worker_busy(sleeping.pid(), WINDOW).await;
+    assert!(busy.len() >= 2, "two workers (--workers 2): {busy:?}");
+    assert!(
+        busy.iter().all(|b| *b < 0.1),
+        "idle workers' CPU share without busy polling: {busy:?}"
+    );
+    drop(sleeping);
+
+    let mut polling =
+        start_binary_with_env(config, &[("ECSLB_BUSY_POLL", "true".to_string())]).await;
+    assert!(
+        polling.log().contains("busy_poll=true"),
+        "{}",
+        polling.log()
+    );
+    let busy = worker_busy(polling.pid(), WINDOW).await;
+    assert_eq!(busy.len(), 2, "two workers (--workers 2)");
+    // Each would be 1.0 on idle cores; other tests share this machine's two.
+    assert!(
+        busy.iter().all(|b| *b > 0.3),
+        "idle workers' CPU share with busy polling: {busy:?}"
+    );
+
+    for _ in 0..20 {
+        assert_eq!(get(&polling.url("/")).await.body, "b");
+    }
+    polling.signal("TERM");
+    let exit = polling.wait_exit(Duration::from_secs(5)).await;
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "exit within 5 s of SIGTERM: {exit:?}"
     );
 }
 

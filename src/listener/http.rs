@@ -83,6 +83,7 @@ pub async fn serve(
             idle_timeout,
             client,
             client_cert: None,
+            tls: None,
             max_head: max_head(&limits),
             drain: Arc::clone(&drain),
         };
@@ -116,6 +117,7 @@ pub async fn serve(
                         Ok(Ok(stream)) => {
                             let session = stream.get_ref().1;
                             connection.client_cert = client_certs.headers(session);
+                            connection.tls = Some(crate::tls::Session::of(session));
                             let h2 = session.alpn_protocol() == Some(b"h2");
                             connection.serve(stream, !h2).await;
                         }
@@ -145,6 +147,8 @@ struct Connection {
     client: SocketAddr,
     /// What targets are told of the client's certificate (mTLS listeners).
     client_cert: Option<ClientCertHeaders>,
+    /// The TLS session (HTTPS listeners), once the handshake is done.
+    tls: Option<crate::tls::Session>,
     /// The largest request head hyper's parser buffers for this listener.
     max_head: usize,
     /// Fires when the listener drains (for connections on the lean path).
@@ -154,12 +158,12 @@ struct Connection {
 impl Connection {
     /// Serves the connection: HTTP/1.1 requests on the lean path while they are of the
     /// kind it serves (`lean`), then, from the first request that is not, on hyper.
-    async fn serve<S>(self, io: S, lean: bool)
+    async fn serve<S>(mut self, io: S, lean: bool)
     where
         S: h1::ClientStream + Send + 'static,
     {
         let activity = Arc::clone(&self.activity);
-        let client = Arc::new(Forwarded::new(self.client));
+        let client = Arc::new(Forwarded::new(self.client, self.tls.take()));
         let watchdog = watch_http(&activity, self.idle_timeout);
         tokio::pin!(watchdog);
         if !lean {

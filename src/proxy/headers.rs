@@ -115,15 +115,18 @@ pub struct Forwarded {
     pub addr: SocketAddr,
     /// `X-Forwarded-For` when the client sent none: its IP address.
     ip: HeaderValue,
+    /// The connection's TLS session, on HTTPS listeners (for access logs).
+    pub tls: Option<crate::tls::Session>,
 }
 
 impl Forwarded {
-    /// The values for a client at `addr`, made once per connection.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// The values for a client at `addr`, made once per connection; `tls` its session
+    /// on an HTTPS listener.
+    pub fn new(addr: SocketAddr, tls: Option<crate::tls::Session>) -> Self {
         let mut text = SmallVec::<[u8; 48]>::new();
         push_ip(&mut text, addr.ip());
         let ip = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""));
-        Self { addr, ip }
+        Self { addr, ip, tls }
     }
 }
 
@@ -303,7 +306,7 @@ mod tests {
             ("[2001:db8::7]:1".parse().unwrap(), "2001:db8::7"),
         ] {
             let mut h = HeaderMap::new();
-            add_forwarded(&mut h, &Forwarded::new(addr), &proto, &port);
+            add_forwarded(&mut h, &Forwarded::new(addr, None), &proto, &port);
             assert_eq!(h["x-forwarded-for"], text);
             assert_eq!(h["x-forwarded-proto"], "https");
             assert_eq!(h["x-forwarded-port"], "443");
@@ -325,7 +328,7 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
-        let client = Forwarded::new(([127, 0, 0, 9], 4000).into());
+        let client = Forwarded::new(([127, 0, 0, 9], 4000).into(), None);
         let (proto, port) = (HeaderValue::from_static("http"), HeaderValue::from(8080));
         add_forwarded(&mut h, &client, &proto, &port);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.9");

@@ -94,7 +94,7 @@ impl Proxy {
     ) -> Response<Body> {
         let mut record = self.access_log.as_ref().map(|log| {
             let name = self.routes.load().listener(self.listener).name.clone();
-            Record::new(log, &name, client.addr, &req)
+            Record::new(log, &name, (self.scheme, self.port), client, &req)
         });
         let mut resp = match self.serve(client, req, heads, record.as_mut()).await {
             Ok(resp) => resp,

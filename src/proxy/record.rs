@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use http::{header, Request, Response};
 
+use super::headers::Forwarded;
 use super::Body;
 use crate::access_log::{AccessLog, Entry};
 
@@ -21,11 +22,13 @@ pub struct Record {
 }
 
 impl Record {
-    /// Starts the record of `req`, received now from `client` on `listener`.
+    /// Starts the record of `req`, received now from `client` on `listener`, whose
+    /// scheme (`http`, `https`) and port the request line shows, as ALB's does.
     pub(super) fn new<B>(
         log: &AccessLog,
         listener: &str,
-        client: SocketAddr,
+        (scheme, port): (&str, u16),
+        client: &Forwarded,
         req: &Request<B>,
     ) -> Self {
         let header = |name| {
@@ -40,7 +43,7 @@ impl Record {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("-");
+            .map_or("-", without_port);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let received_bytes = req
             .headers()
@@ -52,7 +55,7 @@ impl Record {
             entry: Entry {
                 time: SystemTime::now(),
                 listener: listener.to_owned(),
-                client,
+                client: client.addr,
                 target: None,
                 request_processing_time: -1.0,
                 target_processing_time: -1.0,
@@ -61,8 +64,16 @@ impl Record {
                 target_status_code: None,
                 received_bytes,
                 sent_bytes: 0,
-                request: format!("{} http://{host}{path} {:?}", req.method(), req.version()),
+                kind: kind(req, client.tls.is_some()),
+                request: format!(
+                    "{} {scheme}://{host}:{port}{path} {:?}",
+                    req.method(),
+                    req.version()
+                ),
                 user_agent: header(header::USER_AGENT),
+                ssl_cipher: client.tls.as_ref().map_or("-", |t| t.cipher),
+                ssl_protocol: client.tls.as_ref().map_or("-", |t| t.protocol),
+                domain_name: client.tls.as_ref().and_then(|t| t.server_name.clone()),
                 trace_id: "-".to_owned(),
                 matched_rule_priority: None,
                 target_group: None,
@@ -133,5 +144,82 @@ impl Record {
         self.entry.sent_bytes = sent;
         self.entry.time = SystemTime::now();
         self.log.log(self.entry);
+    }
+}
+
+/// ALB's `type` of a request: `http`, `https`, `h2` (HTTP/2 over TLS), `grpcs`, `ws`,
+/// `wss`; and, for what ALB does not take, `h2c` and `grpc` (HTTP/2 in the clear).
+fn kind<B>(req: &Request<B>, tls: bool) -> &'static str {
+    let headers = req.headers();
+    if req.version() == http::Version::HTTP_2 {
+        let grpc = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        return match (grpc, tls) {
+            (true, true) => "grpcs",
+            (true, false) => "grpc",
+            (false, true) => "h2",
+            (false, false) => "h2c",
+        };
+    }
+    let websocket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    match (websocket, tls) {
+        (true, true) => "wss",
+        (true, false) => "ws",
+        (false, true) => "https",
+        (false, false) => "http",
+    }
+}
+
+/// `host` without a `:port` (`[::1]:80` keeps its brackets).
+fn without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i)
+            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_loses_its_port_and_keeps_ipv6_brackets() {
+        assert_eq!(without_port("example.com"), "example.com");
+        assert_eq!(without_port("example.com:8080"), "example.com");
+        assert_eq!(without_port("[::1]:8443"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_port("10.0.0.1:80"), "10.0.0.1");
+    }
+
+    #[test]
+    fn each_kind_of_request_gets_albs_type() {
+        let req = |version, headers: &[(&str, &str)]| {
+            let mut b = Request::builder().version(version).uri("/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let h1 = http::Version::HTTP_11;
+        let h2 = http::Version::HTTP_2;
+        let ws = [("connection", "Upgrade"), ("upgrade", "WebSocket")];
+        let grpc = [("content-type", "application/grpc+proto")];
+        assert_eq!(kind(&req(h1, &[]), false), "http");
+        assert_eq!(kind(&req(h1, &[]), true), "https");
+        assert_eq!(kind(&req(h1, &ws), false), "ws");
+        assert_eq!(kind(&req(h1, &ws), true), "wss");
+        assert_eq!(kind(&req(h2, &[]), true), "h2");
+        assert_eq!(kind(&req(h2, &[]), false), "h2c");
+        assert_eq!(kind(&req(h2, &grpc), true), "grpcs");
+        assert_eq!(kind(&req(h2, &grpc), false), "grpc");
+        // Not an upgrade ALB counts as a WebSocket.
+        assert_eq!(kind(&req(h1, &[("upgrade", "h2c")]), false), "http");
     }
 }

@@ -1284,3 +1284,31 @@ pub mod moto;
 pub mod nginx;
 pub mod prometheus;
 pub mod tls;
+
+/// Whether `curl` can be run here.
+pub fn curl_installed() -> bool {
+    std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Runs `curl -sS --max-time 10 ARGS`; panics unless it succeeds. Returns its output.
+pub async fn curl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+    })
+    .await
+    .expect("the curl task")
+    .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
