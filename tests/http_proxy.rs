@@ -862,8 +862,10 @@ async fn the_proxy_holds_more_connections_than_the_soft_open_files_limit() {
 /// of its blocking pool, if any, share the name (and idle).
 fn worker_ticks(pid: u32) -> Vec<u64> {
     let mut ticks = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task");
+    for task in tasks {
+        let task = task.expect("a /proc/PID/task entry");
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue; // the thread ended
         };
         let (name, rest) = stat.split_once(") ").expect("pid (comm) fields");
@@ -875,7 +877,7 @@ fn worker_ticks(pid: u32) -> Vec<u64> {
             .split(' ')
             .skip(11)
             .take(2)
-            .map(|f| f.parse().unwrap())
+            .map(|f| f.parse().expect("a number of ticks"))
             .collect();
         ticks.push(fields[0] + fields[1]);
     }
