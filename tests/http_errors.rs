@@ -204,6 +204,44 @@ async fn malformed_and_oversized_requests_are_refused_without_reaching_the_targe
             400,
             false,
         ),
+        // Hosts a target could read as another host than the rules matched (RFC 9112
+        // §3.2: 400 for more than one Host, or an invalid one).
+        (
+            "two Host fields",
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "a Host with userinfo",
+            b"GET / HTTP/1.1\r\nHost: user@a.test\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "a Host with a space",
+            b"GET / HTTP/1.1\r\nHost: a.test b.test\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "a Host with two ports",
+            b"GET / HTTP/1.1\r\nHost: a.test:80:81\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "a Host with a path",
+            b"GET / HTTP/1.1\r\nHost: a.test/x\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
+        (
+            "an absolute-form target with userinfo",
+            b"GET http://user@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec(),
+            400,
+            false,
+        ),
     ];
     for (name, request, status, closed) in cases {
         let reply = raw_exchange(proxy.addrs[0], &request).await;
@@ -238,5 +276,46 @@ async fn requests_at_the_limits_are_forwarded() {
         assert_eq!(b.hits(), 1, "{name}");
         b.reset_hits();
     }
+    proxy.stop().await;
+}
+
+/// Hosts of every valid form go through as sent: names, IPv4 and IPv6 literals, ports.
+/// An absolute-form target names the host instead of Host (RFC 9112 §3.2.2): the rules
+/// match it and the target gets it as Host.
+#[tokio::test]
+async fn valid_hosts_reach_the_target_as_the_rules_matched_them() {
+    let b = backend("one").await;
+    let rules = r#"[[listeners.rules]]
+priority = 1
+conditions = { host = ["other.test"] }
+action = { fixed_response = { status = 403, body = "other" } }"#;
+    let proxy = start_proxy(&one_group_config(&[b.addr], rules, "")).await;
+    for host in [
+        "a.test",
+        "A-1.test:8080",
+        "127.0.0.1",
+        "127.0.0.1:80",
+        "[::1]",
+        "[::1]:8080",
+        "a_b.test",
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let reply = raw_exchange(proxy.addrs[0], request.as_bytes()).await;
+        assert_eq!(reply.status, 200, "{host}");
+        assert_eq!(b.last_headers()["host"], host);
+    }
+    let reply = raw_exchange(
+        proxy.addrs[0],
+        b"GET http://other.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 403, "the rule for the absolute form's host");
+    let reply = raw_exchange(
+        proxy.addrs[0],
+        b"GET http://b.test:81/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(b.last_headers()["host"], "b.test:81");
     proxy.stop().await;
 }

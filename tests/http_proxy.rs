@@ -1059,3 +1059,66 @@ async fn http2_memory_per_connection(ecslb: &Binary) -> u64 {
     }
     rss_bytes_of(&pid).saturating_sub(before) / CONNECTIONS as u64
 }
+
+/// Sends one HTTP/2 request for `uri` with `host` as a Host field besides (`None`:
+/// none) over a new connection with the `h2` crate, which sends what it is given;
+/// the answer's status, or `None` when the stream was refused.
+async fn h2_status(addr: std::net::SocketAddr, uri: &str, host: Option<&str>) -> Option<u16> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut req = Request::get(uri);
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    let (resp, _) = client
+        .send_request(req.body(()).expect("a request"), true)
+        .expect("the request is sent");
+    Some(resp.await.ok()?.status().as_u16())
+}
+
+/// An HTTP/2 request's host is `:authority`, or its Host field: when it has both, they
+/// must name the same host (RFC 9113 §8.3.1), or the rules and an HTTP/1.1 target could
+/// each take another one. Userinfo in `:authority` and a request with no host at all
+/// are refused too, before they reach the target.
+#[tokio::test]
+async fn http2_requests_whose_host_is_ambiguous_or_missing_are_refused() {
+    let b = backend("one").await;
+    let proxy = start_proxy(&one_group_config(&[b.addr], "", "")).await;
+    let addr = proxy.addrs[0];
+    let port = addr.port();
+
+    // An HTTP/1.1 target gets the Host field when there is one, as RFC 9113 asks of
+    // intermediaries, else `:authority`.
+    for (host, sent, why) in [
+        (None, "a.test", "no Host field"),
+        (Some("A.TEST"), "A.TEST", "the same host but for case"),
+        (
+            Some("a.test:80"),
+            "a.test:80",
+            "the same host and default port",
+        ),
+    ] {
+        let status = h2_status(addr, "http://a.test/x", host).await;
+        assert_eq!(status, Some(200), "{why}");
+        assert_eq!(b.last_headers()["host"], sent, "{why}");
+    }
+    assert_eq!(b.hits(), 3);
+
+    let other_port = format!("a.test:{port}");
+    for (uri, host, why) in [
+        ("http://a.test/x", Some("b.test"), "Host names another host"),
+        (
+            "http://a.test/x",
+            Some(other_port.as_str()),
+            "Host names another port",
+        ),
+        ("http://user@a.test/x", None, "userinfo in :authority"),
+        ("/x", None, "no :authority and no Host"),
+    ] {
+        let status = h2_status(addr, uri, host).await;
+        assert!(status.is_none() || status == Some(400), "{why}: {status:?}");
+    }
+    assert_eq!(b.hits(), 3, "the refused requests did not reach the target");
+    proxy.stop().await;
+}

@@ -24,9 +24,14 @@ pub enum Error {
     /// The request headers are larger or more numerous than the listener allows (431).
     #[error("request headers are too large")]
     HeadersTooLarge,
-    /// An HTTP/1.1 request without a Host header (400).
+    /// An HTTP/1.1 or HTTP/2 request without a host (400).
     #[error("request has no host")]
     MissingHost,
+    /// More than one Host field, a Host that is not `host[:port]`, or an HTTP/2 Host
+    /// naming another host than `:authority` (400): what a target would take for the
+    /// host could differ from what the rules matched.
+    #[error("request has an invalid host")]
+    InvalidHost,
     /// Blocked by the listener's desync mitigation mode (400).
     #[error("request blocked by desync mitigation: {0:?}")]
     Desync(ClassificationReason),
@@ -41,7 +46,7 @@ impl Error {
             Error::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Error::UriTooLong => StatusCode::URI_TOO_LONG,
             Error::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::MissingHost | Error::Desync(_) => StatusCode::BAD_REQUEST,
+            Error::MissingHost | Error::InvalidHost | Error::Desync(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -55,6 +60,7 @@ impl Error {
             Error::UriTooLong => "uri_too_long",
             Error::HeadersTooLarge => "headers_too_large",
             Error::MissingHost => "missing_host",
+            Error::InvalidHost => "invalid_host",
             Error::Desync(_) => "desync",
         }
     }

@@ -130,6 +130,77 @@ impl Forwarded {
     }
 }
 
+/// Whether `host` is `host[:port]` as RFC 9110 §7.2 has it: a registered name or IPv4
+/// address (RFC 3986's unreserved characters, sub-delims and `%`-escapes) or a
+/// bracketed IPv6 literal, then an optional `:` and port digits. No userinfo, no
+/// spaces, no second port: what targets could read as another host.
+pub(crate) fn valid_host(host: &str) -> bool {
+    let bytes = host.as_bytes();
+    let name_end = if bytes.first() == Some(&b'[') {
+        match bytes.iter().position(|&b| b == b']') {
+            Some(end)
+                if end > 1
+                    && bytes[1..end]
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
+            {
+                end + 1
+            }
+            _ => return false,
+        }
+    } else {
+        let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+        if end == 0 || !bytes[..end].iter().all(|&b| REG_NAME[usize::from(b)]) {
+            return false;
+        }
+        end
+    };
+    match &bytes[name_end..] {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The bytes of a registered name: unreserved, sub-delims and `%`.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
+/// Whether an HTTP/2 request's Host field names the same host as its `:authority`:
+/// equal but for case, or for the scheme's default port on one of them (RFC 9113
+/// §8.3.1 asks for this much normalization).
+pub(crate) fn same_host<'a>(authority: &'a str, field: &'a str, scheme: &str) -> bool {
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let normal = |h: &'a str| h.strip_suffix(default_port).unwrap_or(h);
+    normal(authority).eq_ignore_ascii_case(normal(field))
+}
+
 fn push_ip(out: &mut SmallVec<[u8; 48]>, ip: IpAddr) {
     match ip {
         IpAddr::V4(ip) => {
@@ -247,6 +318,54 @@ fn push_trace_id(buf: &mut SmallVec<[u8; 128]>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_names_or_ip_literals_with_an_optional_port() {
+        for host in [
+            "a.test",
+            "A-1.example.com:8080",
+            "xn--bcher-kva.test",
+            "a_b.test",
+            "10.0.0.1",
+            "10.0.0.1:",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "a%2Eb.test",
+        ] {
+            assert!(valid_host(host), "{host}");
+        }
+        for host in [
+            "",
+            ":80",
+            "user@a.test",
+            "a.test b.test",
+            "a.test:80:81",
+            "a.test:8o",
+            "a.test/x",
+            "a.test\\x",
+            "a.test?x",
+            "a.test#x",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "[::1]:80:81",
+            "[::g]",
+            "a\tb",
+        ] {
+            assert!(!valid_host(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn an_http2_host_may_differ_from_the_authority_only_in_case_and_default_port() {
+        assert!(same_host("a.test", "a.test", "http"));
+        assert!(same_host("a.test", "A.Test", "http"));
+        assert!(same_host("a.test", "a.test:80", "http"));
+        assert!(same_host("a.test:443", "a.test", "https"));
+        assert!(!same_host("a.test", "a.test:443", "http"));
+        assert!(!same_host("a.test", "b.test", "http"));
+        assert!(!same_host("a.test:8080", "a.test", "http"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

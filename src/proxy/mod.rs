@@ -147,8 +147,8 @@ impl Proxy {
                     tracing::debug!(?tier, ?reason, "desync classification");
                 }
             }
-            let host = request_host(&req);
-            if host.is_none() && req.version() == Version::HTTP_11 {
+            let host = request_host(&req, self.scheme)?;
+            if host.is_none() && req.version() >= Version::HTTP_11 {
                 return Err(Error::MissingHost);
             }
             let rule_req = routing::Request {
@@ -304,9 +304,12 @@ impl Proxy {
         upgrade: bool,
         close: bool,
     ) {
-        // HTTP/2 clients send the authority instead of a Host header; targets need Host.
-        if !req.headers().contains_key(header::HOST) {
-            if let Some(authority) = req.uri().authority() {
+        // HTTP/2 clients send the authority instead of a Host header, and an HTTP/1
+        // absolute-form target's authority replaces Host (RFC 9112 §3.2.2); targets
+        // need Host.
+        if let Some(authority) = req.uri().authority() {
+            let replace = req.version() != Version::HTTP_2;
+            if replace || !req.headers().contains_key(header::HOST) {
                 if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
                     req.headers_mut().insert(header::HOST, host);
                 }
@@ -413,12 +416,37 @@ fn check_limits<B>(req: &Request<B>, limits: &config::Limits) -> Result<(), Erro
     Ok(())
 }
 
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(Authority::as_str))
-        .filter(|h| !h.is_empty())
+/// The host a request is for (`None`: it names none), checked as RFC 9112 §3.2 and
+/// RFC 9113 §8.3.1 ask, so that a target cannot take another host from it than the
+/// rules matched: one Host field at most, of `host[:port]` syntax; an HTTP/1
+/// absolute-form target's authority instead of Host (which [`Proxy::prepare`] then
+/// rewrites to it); an HTTP/2 Host naming the same as `:authority`.
+fn request_host<'r, B>(req: &'r Request<B>, scheme: &str) -> Result<Option<&'r str>, Error> {
+    let mut fields = req.headers().get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err(Error::InvalidHost);
+    }
+    let field = field
+        .map(|v| v.to_str().map_err(|_| Error::InvalidHost))
+        .transpose()?;
+    let authority = req.uri().authority().map(Authority::as_str);
+    let host = match (authority, field) {
+        (Some(authority), Some(field)) if req.version() == Version::HTTP_2 => {
+            if !headers::same_host(authority, field, scheme) {
+                return Err(Error::InvalidHost);
+            }
+            authority
+        }
+        (Some(authority), _) => authority,
+        (None, Some(field)) => field,
+        (None, None) => return Ok(None),
+    };
+    match host {
+        "" => Ok(None),
+        host if headers::valid_host(host) => Ok(Some(host)),
+        _ => Err(Error::InvalidHost),
+    }
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.

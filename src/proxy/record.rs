@@ -43,7 +43,7 @@ impl Record {
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .map_or("-", without_port);
+            .map_or("-", super::strip_port);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let received_bytes = req
             .headers()
@@ -173,30 +173,9 @@ fn kind<B>(req: &Request<B>, tls: bool) -> &'static str {
     }
 }
 
-/// `host` without a `:port` (`[::1]:80` keeps its brackets).
-fn without_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i)
-            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            &host[..i]
-        }
-        _ => host,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_host_loses_its_port_and_keeps_ipv6_brackets() {
-        assert_eq!(without_port("example.com"), "example.com");
-        assert_eq!(without_port("example.com:8080"), "example.com");
-        assert_eq!(without_port("[::1]:8443"), "[::1]");
-        assert_eq!(without_port("[::1]"), "[::1]");
-        assert_eq!(without_port("10.0.0.1:80"), "10.0.0.1");
-    }
 
     #[test]
     fn each_kind_of_request_gets_albs_type() {
