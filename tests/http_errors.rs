@@ -317,5 +317,13 @@ action = { fixed_response = { status = 403, body = "other" } }"#;
     .await;
     assert_eq!(reply.status, 200);
     assert_eq!(b.last_headers()["host"], "b.test:81");
+    // A Connection option may name end-to-end fields to drop, but not the host.
+    let reply = raw_exchange(
+        proxy.addrs[0],
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: host\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(b.last_headers()["host"], "a.test");
     proxy.stop().await;
 }

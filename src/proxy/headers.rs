@@ -65,7 +65,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         if name == header::CONNECTION {
             let tokens = value.to_str().unwrap_or("").split(',').map(str::trim);
             for token in tokens.filter(|t| !t.is_empty()) {
+                // Host stays even when named: without it an HTTP/1.1 target answers 400
+                // or serves its default host, not the one the rules matched.
                 if token.eq_ignore_ascii_case("connection")
+                    || token.eq_ignore_ascii_case("host")
                     || (upgrade && token.eq_ignore_ascii_case("upgrade"))
                 {
                     continue;
@@ -365,6 +368,18 @@ mod tests {
         assert!(!same_host("a.test", "a.test:443", "http"));
         assert!(!same_host("a.test", "b.test", "http"));
         assert!(!same_host("a.test:8080", "a.test", "http"));
+    }
+
+    #[test]
+    fn a_connection_option_naming_host_leaves_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.test"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Host, x-a"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get(header::HOST).unwrap(), "a.test");
+        assert!(h.get("x-a").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
     }
 
     #[test]
