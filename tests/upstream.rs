@@ -334,6 +334,20 @@ async fn responses_with_bad_framing_get_502() {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
         ),
         ("a bad status line", b"HTTP/1.1 2000 OK\r\n\r\n"),
+        // Framing the client could read otherwise than the proxy (fields pass on as
+        // received), or a transfer coding that would reach it unlabelled.
+        (
+            "Content-Length beside Transfer-Encoding",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
+        (
+            "a list of lengths",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
+        ),
+        (
+            "a transfer coding before chunked",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
         ("a head cut short", b"HTTP/1.1 200 OK\r\nContent-Le"),
     ] {
         let (target, _) = scripted_target(reply, true).await;
@@ -407,4 +421,50 @@ async fn target_fields_reach_the_client_without_hop_by_hop_ones() {
         }
         proxy.stop().await;
     }
+}
+
+/// A 204 has no body whatever its fields say. When one announcing a length sends those
+/// bytes anyway, after the head, its connection is not reused: the next answer on it
+/// would start with them (a pooled connection with bytes to read is let go).
+#[tokio::test]
+async fn a_204_announcing_a_body_does_not_leave_its_connection_for_the_next_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let head = b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n";
+                        if stream.write_all(head).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if stream.write_all(b"abc").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let proxy = start_proxy(&config(target)).await;
+    for i in 0..3 {
+        let r = get(&proxy.url("/")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_str()),
+            (204, ""),
+            "request {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await; // the stray bytes arrive
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3, "connections opened");
 }

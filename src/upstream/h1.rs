@@ -125,10 +125,16 @@ pub(crate) async fn send<B>(
             continue; // 100 Continue, 103 Early Hints: the final answer follows
         }
         let framing = framing(status, head_request, &raw)?;
+        // A 204 has no body, whatever its fields say; one that announces a length may
+        // send those bytes anyway, which the next response on this connection would
+        // start with.
+        let stray_body =
+            status == StatusCode::NO_CONTENT && raw.values(Kind::ContentLength).any(|v| v != b"0");
         let reusable = !request_closes
             && version == Version::HTTP_11
             && !closes(raw.values(Kind::Connection))
-            && !matches!(framing, Framing::Eof);
+            && !matches!(framing, Framing::Eof)
+            && !stray_body;
         let (headers, raw) = match heads {
             Heads::Raw if raw.passes_through() => (HeaderMap::new(), Some(Box::new(raw))),
             _ => (raw.into_map()?, None),
@@ -380,35 +386,45 @@ enum Chunk {
     Trailers,
 }
 
+/// How the body of a response is delimited (RFC 9112 §6.3). Framing that a client
+/// could read otherwise than we do is refused (502), as nginx refuses it: the fields
+/// pass on as received, so a `Content-Length` beside `Transfer-Encoding`, or a list or
+/// repeat of `Content-Length`, would reach the client with a body framed otherwise;
+/// and a transfer coding other than chunked would reach it unlabelled.
 fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Framing, Error> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if let Some(last) = head.values(Kind::TransferEncoding).last() {
-        let chunked = last
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked {
-            Framing::Chunked(Chunk::Size)
-        } else {
-            Framing::Eof
-        });
-    }
-    let mut length = None;
-    for value in head.values(Kind::ContentLength) {
-        for part in value.split(|&b| b == b',') {
-            let n: u64 = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .and_then(|p| p.parse().ok())
-                .ok_or(Error::Invalid("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("conflicting Content-Length values"));
-            }
-            length = Some(n);
+    let mut codings = head
+        .values(Kind::TransferEncoding)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    if let Some(first) = codings.next() {
+        if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
+            return Err(Error::Invalid("a transfer coding other than chunked"));
         }
+        if head.has_content_length() {
+            return Err(Error::Invalid("both Transfer-Encoding and Content-Length"));
+        }
+        return Ok(Framing::Chunked(Chunk::Size));
     }
-    Ok(length.map_or(Framing::Eof, Framing::Length))
+    let mut lengths = head.values(Kind::ContentLength);
+    let Some(length) = lengths.next() else {
+        return Ok(Framing::Eof);
+    };
+    if lengths.next().is_some() {
+        return Err(Error::Invalid("more than one Content-Length"));
+    }
+    // 1*DIGIT: `u64::from_str` alone would take a sign.
+    if length.is_empty() || !length.iter().all(u8::is_ascii_digit) {
+        return Err(Error::Invalid("bad Content-Length"));
+    }
+    std::str::from_utf8(length)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .map(Framing::Length)
+        .ok_or(Error::Invalid("bad Content-Length"))
 }
 
 /// A response body read from the target connection by whoever polls it.
@@ -735,27 +751,29 @@ mod tests {
             Framing::Length(5)
         );
         assert_eq!(
-            framing(ok, false, &headers(&[("content-length", "5, 5")])).unwrap(),
-            Framing::Length(5)
-        );
-        assert!(framing(ok, false, &headers(&[("content-length", "5, 6")])).is_err());
-        assert!(framing(ok, false, &headers(&[("content-length", "-1")])).is_err());
-        assert_eq!(
-            framing(
-                ok,
-                false,
-                &headers(&[
-                    ("transfer-encoding", "gzip, chunked"),
-                    ("content-length", "5")
-                ])
-            )
-            .unwrap(),
+            framing(ok, false, &headers(&[("transfer-encoding", "Chunked")])).unwrap(),
             Framing::Chunked(Chunk::Size)
         );
-        assert_eq!(
-            framing(ok, false, &headers(&[("transfer-encoding", "gzip")])).unwrap(),
-            Framing::Eof
-        );
+        for refused in [
+            &[("content-length", "5, 5")][..],
+            &[("content-length", "5"), ("content-length", "5")],
+            &[("content-length", "5, 6")],
+            &[("content-length", "-1")],
+            &[("content-length", "+5")],
+            &[("content-length", "")],
+            &[("transfer-encoding", "chunked"), ("content-length", "5")],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[("transfer-encoding", "gzip")],
+        ] {
+            assert!(
+                framing(ok, false, &headers(refused)).is_err(),
+                "{refused:?}"
+            );
+        }
         assert_eq!(framing(ok, false, &headers(&[])).unwrap(), Framing::Eof);
     }
 
