@@ -250,6 +250,15 @@ async fn connections_a_burst_left_idle_close_while_later_requests_go_on() {
 /// A target that answers every request on a connection with `reply` (raw bytes), then
 /// closes the connection when `close` is set; counts its connections.
 async fn scripted_target(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    scripted_target_in_parts(vec![(Duration::ZERO, reply)], close).await
+}
+
+/// [`scripted_target`] whose reply is written in parts, each after its delay.
+async fn scripted_target_in_parts(
+    parts: Vec<(Duration, &'static [u8])>,
+    close: bool,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let parts = Arc::new(parts);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -258,6 +267,7 @@ async fn scripted_target(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
+            let parts = Arc::clone(&parts);
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 let mut buf = [0u8; 4096];
@@ -271,8 +281,13 @@ async fn scripted_target(reply: &'static [u8], close: bool) -> (SocketAddr, Arc<
                     seen.extend_from_slice(&buf[..n]);
                     while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                         seen.drain(..end + 4);
-                        if stream.write_all(reply).await.is_err() {
-                            return;
+                        for (delay, part) in parts.iter() {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(*delay).await;
+                            }
+                            if stream.write_all(part).await.is_err() {
+                                return;
+                            }
                         }
                         if close {
                             return;
@@ -428,34 +443,17 @@ async fn target_fields_reach_the_client_without_hop_by_hop_ones() {
 /// would start with them (a pooled connection with bytes to read is let go).
 #[tokio::test]
 async fn a_204_announcing_a_body_does_not_leave_its_connection_for_the_next_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&connections);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                    seen.extend_from_slice(&buf[..n]);
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let head = b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n";
-                        if stream.write_all(head).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        if stream.write_all(b"abc").await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let (target, connections) = scripted_target_in_parts(
+        vec![
+            (
+                Duration::ZERO,
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+            ),
+            (Duration::from_millis(50), b"abc"),
+        ],
+        false,
+    )
+    .await;
     let proxy = start_proxy(&config(target)).await;
     for i in 0..3 {
         let r = get(&proxy.url("/")).await;
