@@ -809,3 +809,55 @@ async fn answers_to_connection_close_end_with_a_close_notify() {
         }
     }
 }
+
+/// WebSockets over an HTTPS listener (`wss://`, HTTP/1.1 upgrade after ALPN
+/// http/1.1, as browsers open them): messages echo through, and the access log calls
+/// the request `wss`, as ALB's does.
+#[tokio::test]
+async fn websockets_over_https_echo_through_and_are_logged_as_wss() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = support::ws_echo_backend("ws").await;
+    let log = dir.0.join("access.log");
+    let toml = format!(
+        "[access_log]\noutput = {:?}\n{}",
+        log.display().to_string(),
+        https_config(&certificates_toml(&files), "", b.addr)
+    );
+    let proxy = start_proxy(&toml).await;
+    let config = client_config(&ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS, None);
+    let stream = connect(proxy.addrs[0], "site.test", config).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("wss://site.test/chat", stream)
+        .await
+        .expect("handshake through the proxy");
+    assert_eq!(resp.status().as_u16(), 101);
+    let messages = [
+        Message::text("hello"),
+        Message::binary(vec![9u8; 300_000]),
+        Message::text("bye"),
+    ];
+    for msg in &messages {
+        ws.send(msg.clone()).await.unwrap();
+    }
+    for want in &messages {
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, want);
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    proxy.stop().await; // flushes the log
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["type"], "wss", "{text}");
+    assert_eq!(line["elb_status_code"], 101, "{text}");
+    assert_eq!(line["domain_name"], "site.test", "{text}");
+}
