@@ -1,6 +1,7 @@
 //! The `ecslb` command: `run` serves a config, `check` validates one and prints what it
 //! compiles to. Everything else lives in the library.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use ecslb::config::{self, Action, Config, Discovery, MutualTls};
+use ecslb::config::{self, Action, Config, Discovery, MutualTls, Xff, XffMode};
 
 // glibc malloc showed up at ~5% of CPU under load (per-request header maps, buffers).
 #[global_allocator]
@@ -200,28 +201,51 @@ async fn poll_without_sleeping() {
     }
 }
 
+/// What `X-Forwarded-For` processing `check` does not mention.
+const DEFAULT_XFF: Xff = Xff {
+    mode: XffMode::Append,
+    client_port: false,
+};
+
+/// Prints what `ecslb check` says of a valid config. Written whole at the end, and a
+/// closed pipe (`ecslb check ... | head`) is not an error.
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    println!("{}: ok", path.display());
-    println!("admin: {}", config.admin.listen);
+    let mut out = String::new();
+    writeln!(out, "{}: ok", path.display())?;
+    writeln!(out, "admin: {}", config.admin.listen)?;
     for l in &config.listeners {
         let desync = if l.protocol.is_http() {
             format!(", desync mitigation {:?}", l.desync_mitigation_mode)
         } else {
             String::new()
         };
-        println!(
+        writeln!(
+            out,
             "listener {:?} {} on {} (idle timeout {}{desync})",
             l.name,
             l.protocol.name(),
             l.bind,
             humantime::format_duration(l.idle_timeout),
-        );
+        )?;
         if l.accept_proxy_protocol {
-            println!("  accepts the PROXY protocol (v1, v2)");
+            writeln!(out, "  accepts the PROXY protocol (v1, v2)")?;
+        }
+        if l.protocol.is_http() && l.xff != DEFAULT_XFF {
+            let port = if l.xff.client_port {
+                ", with the client's port"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  X-Forwarded-For: {}{port}",
+                serde_json::to_string(&l.xff.mode)?
+            )?;
         }
         if let Some(tls) = &l.tls {
-            println!(
+            writeln!(
+                out,
                 "  tls: policy {}, alpn {}{}",
                 serde_json::to_string(&tls.policy)?,
                 serde_json::to_string(&tls.alpn)?,
@@ -235,26 +259,28 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                     }
                     MutualTls::Off => String::new(),
                 }
-            );
+            )?;
             for (i, c) in tls.certificates.iter().enumerate() {
-                println!(
+                writeln!(
+                    out,
                     "  certificate {}{}: {} for [{}]",
                     c.cert.display(),
                     if i == 0 { " (default)" } else { "" },
                     c.key.display(),
                     c.loaded.names.join(", ")
-                );
+                )?;
             }
         }
         for r in &l.rules {
-            println!(
+            writeln!(
+                out,
                 "  rule {:>5}: {} -> {}",
                 r.priority,
                 serde_json::to_string(&r.conditions)?,
                 describe(&r.action)
-            );
+            )?;
         }
-        println!("  default: {}", describe(&l.default_action));
+        writeln!(out, "  default: {}", describe(&l.default_action))?;
     }
     for g in config.target_groups.values() {
         let source = match &g.discovery {
@@ -288,13 +314,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         } else {
             String::new()
         };
-        println!(
+        writeln!(
+            out,
             "target group {:?}: {:?}{http}, {:?}, {source}",
             g.name, g.protocol, g.algorithm,
-        );
+        )?;
         if g.protocol.is_tls() {
             let t = &g.tls;
-            println!(
+            writeln!(
+                out,
                 "  tls to targets: verify {}, trust {}, name {}",
                 t.verify,
                 t.ca.as_ref()
@@ -302,20 +330,22 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 t.server_name
                     .as_deref()
                     .unwrap_or("the target's IP address")
-            );
+            )?;
         }
         if g.proxy_protocol_v2 {
-            println!("  sends a PROXY protocol v2 header to targets");
+            writeln!(out, "  sends a PROXY protocol v2 header to targets")?;
         }
         match &g.health_check {
-            Some(h) if h.protocol == config::HealthProtocol::Tcp => println!(
+            Some(h) if h.protocol == config::HealthProtocol::Tcp => writeln!(
+            out,
                 "  health check: Tcp connect every {} (timeout {}, healthy {}, unhealthy {})",
                 humantime::format_duration(h.interval),
                 humantime::format_duration(h.timeout),
                 h.healthy_threshold,
                 h.unhealthy_threshold,
-            ),
-            Some(h) => println!(
+            )?,
+            Some(h) => writeln!(
+            out,
                 "  health check: {}{:?} {} every {} (timeout {}, healthy {}, unhealthy {}, matcher {})",
                 match h.version {
                     config::ProtocolVersion::Http1 => "",
@@ -329,11 +359,14 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 h.healthy_threshold,
                 h.unhealthy_threshold,
                 h.matcher
-            ),
-            None => println!("  health check: none (targets taken as healthy)"),
+            )?,
+            None => writeln!(out, "  health check: none (targets taken as healthy)")?,
         }
     }
-    Ok(())
+    match std::io::stdout().write_all(out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn describe(action: &Action) -> String {

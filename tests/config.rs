@@ -502,3 +502,34 @@ discovery = { static = ["127.0.0.1:3001"] }
         ],
     );
 }
+
+#[test]
+fn x_forwarded_for_processing_is_checked_where_it_applies() {
+    let text = r#"[[listeners]]
+name = "a"
+bind = "127.0.0.1:0"
+xff_header_processing = "keep"
+default_action = { forward = "web" }
+
+[[listeners]]
+name = "b"
+bind = "127.0.0.1:1"
+protocol = "tcp"
+xff_client_port = true
+default_action = { forward = "tcp" }
+
+[target_groups.web]
+discovery = { static = ["127.0.0.1:3000"] }
+
+[target_groups.tcp]
+protocol = "tcp"
+discovery = { static = ["127.0.0.1:3001"] }
+"#;
+    assert_problems(
+        &problems(text),
+        &[
+            "bad.toml:4: listeners[0].xff_header_processing: unknown value \"keep\"",
+            "bad.toml:11: listeners[1].xff_client_port: applies to http and https listeners only",
+        ],
+    );
+}

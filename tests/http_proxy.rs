@@ -80,6 +80,53 @@ async fn forwarding_headers_are_added_as_alb_does() {
     proxy.stop().await;
 }
 
+/// ALB's `X-Forwarded-For` processing modes, per listener: the client's address and
+/// port appended, the client's header kept as sent, or the header removed. The other
+/// forwarding headers are set in every mode.
+#[tokio::test]
+async fn x_forwarded_for_is_appended_with_the_port_preserved_or_removed_as_configured() {
+    let b = backend("one").await;
+    for (listener_extra, sent, want) in [
+        (
+            "xff_client_port = true",
+            true,
+            Some("203.0.113.7, 127.0.0.5:PORT"),
+        ),
+        ("xff_client_port = true", false, Some("127.0.0.5:PORT")),
+        (
+            "xff_header_processing = \"preserve\"",
+            true,
+            Some("203.0.113.7"),
+        ),
+        ("xff_header_processing = \"preserve\"", false, None),
+        ("xff_header_processing = \"remove\"", true, None),
+    ] {
+        let proxy = proxy_to(&b, listener_extra, "").await;
+        let mut stream = connect_from("127.0.0.5", proxy.addrs[0]).await;
+        let port = stream.local_addr().unwrap().port();
+        let xff = if sent {
+            "X-Forwarded-For: 203.0.113.7\r\n"
+        } else {
+            ""
+        };
+        let request = format!("GET / HTTP/1.1\r\nHost: a.test\r\n{xff}\r\n");
+        let reply = raw_exchange_on(&mut stream, request.as_bytes()).await;
+        assert_eq!(reply.status, 200);
+        let seen = b.last_headers();
+        let want = want.map(|w| w.replace("PORT", &port.to_string()));
+        let got = seen
+            .get("x-forwarded-for")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(got, want, "{listener_extra}, client sent one: {sent}");
+        assert_eq!(
+            header(&seen, "x-forwarded-proto"),
+            "http",
+            "{listener_extra}"
+        );
+        proxy.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn client_trace_id_gets_a_self_field() {
     let b = backend("one").await;

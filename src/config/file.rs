@@ -71,6 +71,8 @@ pub(crate) struct ListenerFile {
     pub(crate) alpn_policy: Option<String>,
     pub(crate) mutual_tls: Option<MutualTlsFile>,
     pub(crate) accept_proxy_protocol: Option<bool>,
+    pub(crate) xff_header_processing: Option<String>,
+    pub(crate) xff_client_port: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

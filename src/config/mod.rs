@@ -73,6 +73,8 @@ pub struct Listener {
     /// Whether each connection must start with a PROXY protocol (v1 or v2) header,
     /// whose client address then stands for the connection's.
     pub accept_proxy_protocol: bool,
+    /// What becomes of `X-Forwarded-For` (http and https listeners).
+    pub xff: Xff,
 }
 
 /// A listener's protocol.
@@ -242,6 +244,28 @@ pub enum DesyncMode {
     Defensive,
     /// Forward only compliant requests.
     Strictest,
+}
+
+/// ALB's `X-Forwarded-For` processing (`routing.http.xff_header_processing.mode` and
+/// `routing.http.xff_client_port.enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Xff {
+    /// What is done with the header.
+    pub mode: XffMode,
+    /// Whether the client's port follows its address where it is appended.
+    pub client_port: bool,
+}
+
+/// ALB's `X-Forwarded-For` processing modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XffMode {
+    /// The client's address is appended (the header added when absent).
+    Append,
+    /// The header goes to targets as the client sent it, or not at all.
+    Preserve,
+    /// The header is removed.
+    Remove,
 }
 
 /// Limits on the request head; beyond them the request gets 414 or 431.

@@ -21,7 +21,7 @@ use super::{
     Config, DesyncMode, Discovery, EcsDiscovery, EcsTasks, FixedResponse, GroupProtocol,
     HeaderCondition, HealthCheck, HealthProtocol, Limits, Listener, ListenerTls, Matcher,
     MutualTls, OutlierDetection, Protocol, ProtocolVersion, QueryCondition, Redirect, Rule,
-    Stickiness, TargetGroup, TlsPolicy, UpstreamTls, WeightedGroup,
+    Stickiness, TargetGroup, TlsPolicy, UpstreamTls, WeightedGroup, Xff, XffMode,
 };
 
 /// One problem, at one field.
@@ -343,6 +343,8 @@ fn listener(
             ("max_header_bytes", l.max_header_bytes.is_some()),
             ("max_headers", l.max_headers.is_some()),
             ("max_uri_bytes", l.max_uri_bytes.is_some()),
+            ("xff_header_processing", l.xff_header_processing.is_some()),
+            ("xff_client_port", l.xff_client_port.is_some()),
         ];
         for (key, given) in http_only {
             if given {
@@ -360,6 +362,19 @@ fn listener(
             ("strictest", DesyncMode::Strictest),
         ],
     );
+    let xff = Xff {
+        mode: c.one_of(
+            "xff_header_processing",
+            &l.xff_header_processing,
+            XffMode::Append,
+            &[
+                ("append", XffMode::Append),
+                ("preserve", XffMode::Preserve),
+                ("remove", XffMode::Remove),
+            ],
+        ),
+        client_port: l.xff_client_port.unwrap_or(false),
+    };
     let limits = Limits {
         max_header_bytes: c.limit(
             "max_header_bytes",
@@ -407,6 +422,7 @@ fn listener(
         limits,
         tls,
         accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
+        xff,
     })
 }
 

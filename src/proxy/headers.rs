@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 
+use crate::config::{Xff, XffMode};
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
@@ -131,6 +133,24 @@ impl Forwarded {
         let ip = HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static(""));
         Self { addr, ip, tls }
     }
+
+    /// `ip:port` (`[ip]:port` for IPv6), for `X-Forwarded-For` with the client's port.
+    /// Made per request: few listeners ask for it.
+    fn ip_and_port(&self) -> HeaderValue {
+        let ip = self.ip.as_bytes();
+        let v6 = ip.contains(&b':');
+        let mut text = SmallVec::<[u8; 56]>::new();
+        if v6 {
+            text.push(b'[');
+        }
+        text.extend_from_slice(ip);
+        if v6 {
+            text.push(b']');
+        }
+        text.push(b':');
+        push_decimal(&mut text, u64::from(self.addr.port()));
+        HeaderValue::from_bytes(&text).unwrap_or_else(|_| self.ip.clone())
+    }
 }
 
 /// Whether `host` is `host[:port]` as RFC 9110 §7.2 has it: a registered name or IPv4
@@ -230,26 +250,41 @@ impl Write for Ascii<'_> {
     }
 }
 
-/// Adds the `X-Forwarded-*` headers: `proto` and `port` are the listener's, made once.
+/// Adds the `X-Forwarded-*` headers: `proto` and `port` are the listener's, made once;
+/// `X-Forwarded-For` as the listener's `xff` says.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: &Forwarded,
     proto: &HeaderValue,
     port: &HeaderValue,
+    xff: Xff,
 ) {
-    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut xff = BytesMut::with_capacity(64);
-        for existing in headers.get_all(&X_FORWARDED_FOR) {
-            xff.extend_from_slice(existing.as_bytes());
-            xff.extend_from_slice(b", ");
+    match xff.mode {
+        XffMode::Append => {
+            let own = if xff.client_port {
+                client.ip_and_port()
+            } else {
+                client.ip.clone()
+            };
+            let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+                let mut value = BytesMut::with_capacity(64);
+                for existing in headers.get_all(&X_FORWARDED_FOR) {
+                    value.extend_from_slice(existing.as_bytes());
+                    value.extend_from_slice(b", ");
+                }
+                value.extend_from_slice(own.as_bytes());
+                HeaderValue::from_maybe_shared(value.freeze()).ok()
+            } else {
+                Some(own)
+            };
+            if let Some(v) = forwarded_for {
+                headers.insert(&X_FORWARDED_FOR, v);
+            }
         }
-        xff.extend_from_slice(client.ip.as_bytes());
-        HeaderValue::from_maybe_shared(xff.freeze()).ok()
-    } else {
-        Some(client.ip.clone())
-    };
-    if let Some(v) = forwarded_for {
-        headers.insert(&X_FORWARDED_FOR, v);
+        XffMode::Preserve => {}
+        XffMode::Remove => {
+            headers.remove(&X_FORWARDED_FOR);
+        }
     }
     headers.insert(&X_FORWARDED_PROTO, proto.clone());
     headers.insert(&X_FORWARDED_PORT, port.clone());
@@ -440,7 +475,7 @@ mod tests {
             ("[2001:db8::7]:1".parse().unwrap(), "2001:db8::7"),
         ] {
             let mut h = HeaderMap::new();
-            add_forwarded(&mut h, &Forwarded::new(addr, None), &proto, &port);
+            add_forwarded(&mut h, &Forwarded::new(addr, None), &proto, &port, APPEND);
             assert_eq!(h["x-forwarded-for"], text);
             assert_eq!(h["x-forwarded-proto"], "https");
             assert_eq!(h["x-forwarded-port"], "443");
@@ -464,10 +499,52 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
         let client = Forwarded::new(([127, 0, 0, 9], 4000).into(), None);
         let (proto, port) = (HeaderValue::from_static("http"), HeaderValue::from(8080));
-        add_forwarded(&mut h, &client, &proto, &port);
+        add_forwarded(&mut h, &client, &proto, &port, APPEND);
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-port"], "8080");
+    }
+
+    const APPEND: Xff = Xff {
+        mode: XffMode::Append,
+        client_port: false,
+    };
+
+    #[test]
+    fn forwarded_for_is_appended_with_the_port_preserved_or_removed_as_asked() {
+        let (proto, port) = (HeaderValue::from_static("http"), HeaderValue::from(80));
+        let v4 = Forwarded::new(([10, 0, 0, 1], 4000).into(), None);
+        let v6 = Forwarded::new("[2001:db8::7]:4001".parse().unwrap(), None);
+        let xff = |mode, client_port| Xff { mode, client_port };
+        for (client, sent, xff, want) in [
+            (&v4, None, xff(XffMode::Append, true), Some("10.0.0.1:4000")),
+            (
+                &v6,
+                Some("192.0.2.1"),
+                xff(XffMode::Append, true),
+                Some("192.0.2.1, [2001:db8::7]:4001"),
+            ),
+            (
+                &v4,
+                Some("192.0.2.1"),
+                xff(XffMode::Preserve, false),
+                Some("192.0.2.1"),
+            ),
+            (&v4, None, xff(XffMode::Preserve, true), None),
+            (&v4, Some("192.0.2.1"), xff(XffMode::Remove, false), None),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(sent) = sent {
+                h.insert("x-forwarded-for", HeaderValue::from_static(sent));
+            }
+            add_forwarded(&mut h, client, &proto, &port, xff);
+            assert_eq!(
+                h.get("x-forwarded-for").map(|v| v.to_str().unwrap()),
+                want,
+                "{xff:?} {sent:?}"
+            );
+            assert_eq!(h["x-forwarded-proto"], "http");
+        }
     }
 
     #[test]

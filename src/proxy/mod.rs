@@ -54,6 +54,17 @@ pub struct Proxy {
     forwarded_port: HeaderValue,
 }
 
+/// How [`Proxy::prepare`] rewrites a request, besides for its target.
+#[derive(Clone, Copy)]
+struct Preparing {
+    /// The listener's `X-Forwarded-For` processing.
+    xff: crate::config::Xff,
+    /// An HTTP/1.1 upgrade: `Upgrade` and `Connection: upgrade` stay.
+    upgrade: bool,
+    /// The target connection is not to be reused (`Connection: close`).
+    close: bool,
+}
+
 /// Where a forwarded request goes, resolved from one route-table snapshot.
 struct Forwarding {
     group: Arc<routing::TargetGroup>,
@@ -131,7 +142,7 @@ impl Proxy {
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
         let mut retried = false;
-        let (forwarding, timeout, idle_timeout, counting) = loop {
+        let (forwarding, timeout, idle_timeout, counting, xff) = loop {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
             let counting = table.metrics_enabled.then_some(table.listeners().len());
@@ -203,6 +214,7 @@ impl Proxy {
                         group.config.response_timeout,
                         listener.idle_timeout,
                         counting,
+                        listener.xff,
                     );
                 }
             }
@@ -210,7 +222,12 @@ impl Proxy {
         let target = Arc::clone(forwarding.in_flight.target());
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        self.prepare(&mut req, client, &target, &forwarding.group, upgrade, close);
+        let how = Preparing {
+            xff,
+            upgrade,
+            close,
+        };
+        self.prepare(&mut req, client, &target, &forwarding.group, how);
         if let Some(record) = record.as_deref_mut() {
             let trace_id = headers::trace_id(req.headers());
             record.forwarding(&forwarding.group.config.name, target.addr, trace_id);
@@ -301,9 +318,13 @@ impl Proxy {
         client: &Forwarded,
         target: &crate::target::Target,
         group: &routing::TargetGroup,
-        upgrade: bool,
-        close: bool,
+        how: Preparing,
     ) {
+        let Preparing {
+            xff,
+            upgrade,
+            close,
+        } = how;
         // HTTP/2 clients send the authority instead of a Host header, and an HTTP/1
         // absolute-form target's authority replaces Host (RFC 9112 §3.2.2); targets
         // need Host.
@@ -317,7 +338,13 @@ impl Proxy {
         }
         let headers = req.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
-        headers::add_forwarded(headers, client, &self.forwarded_proto, &self.forwarded_port);
+        headers::add_forwarded(
+            headers,
+            client,
+            &self.forwarded_proto,
+            &self.forwarded_port,
+            xff,
+        );
         headers::trace(headers);
         if close {
             // Ambiguous request (desync defensive mode): the target connection must not

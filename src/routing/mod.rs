@@ -82,6 +82,8 @@ pub struct ListenerRoutes {
     pub idle_timeout: Duration,
     /// Whether connections start with a PROXY protocol header (read at accept).
     pub accept_proxy_protocol: bool,
+    /// What becomes of `X-Forwarded-For`.
+    pub xff: config::Xff,
     rules: rules::Rules,
     /// One action per rule id, then the default action last.
     actions: Vec<Action>,

@@ -53,6 +53,7 @@ pub(super) fn build(
                 desync_mode: l.desync_mitigation_mode,
                 idle_timeout: l.idle_timeout,
                 accept_proxy_protocol: l.accept_proxy_protocol,
+                xff: l.xff,
                 rules: Rules::build(&l.rules),
                 actions,
             }
