@@ -243,6 +243,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 serde_json::to_string(&l.xff.mode)?
             )?;
         }
+        if l.tls_headers {
+            writeln!(
+                out,
+                "  X-Amzn-Tls-Version and X-Amzn-Tls-Cipher-Suite to targets"
+            )?;
+        }
         if let Some(tls) = &l.tls {
             writeln!(
                 out,

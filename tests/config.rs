@@ -504,11 +504,12 @@ discovery = { static = ["127.0.0.1:3001"] }
 }
 
 #[test]
-fn x_forwarded_for_processing_is_checked_where_it_applies() {
+fn forwarding_header_options_are_checked_where_they_apply() {
     let text = r#"[[listeners]]
 name = "a"
 bind = "127.0.0.1:0"
 xff_header_processing = "keep"
+x_amzn_tls_version_and_cipher_suite = true
 default_action = { forward = "web" }
 
 [[listeners]]
@@ -529,7 +530,8 @@ discovery = { static = ["127.0.0.1:3001"] }
         &problems(text),
         &[
             "bad.toml:4: listeners[0].xff_header_processing: unknown value \"keep\"",
-            "bad.toml:11: listeners[1].xff_client_port: applies to http and https listeners only",
+            "bad.toml:5: listeners[0].x_amzn_tls_version_and_cipher_suite: applies to https listeners only",
+            "bad.toml:12: listeners[1].xff_client_port: applies to http and https listeners only",
         ],
     );
 }

@@ -139,6 +139,42 @@ async fn alpn_negotiates_h2_or_http1_and_requests_carry_https_forwarding_headers
     );
 }
 
+/// ALB's `x_amzn_tls_version_and_cipher_suite`: targets learn the client's TLS version
+/// and cipher suite (OpenSSL names) in two headers; without it, they do not.
+#[tokio::test]
+async fn targets_get_the_tls_version_and_cipher_suite_when_the_listener_says_so() {
+    let dir = TempDir::new();
+    let ca = Ca::new("ca");
+    let files = [ca.issue(&["site.test"]).write(&dir.0, "site")];
+    let b = backend("b").await;
+    for (listener_extra, versions, want) in [
+        (
+            "x_amzn_tls_version_and_cipher_suite = true",
+            rustls::ALL_VERSIONS,
+            Some(("TLSv1.3", "TLS_AES_256_GCM_SHA384")),
+        ),
+        (
+            "x_amzn_tls_version_and_cipher_suite = true",
+            &[&rustls::version::TLS12][..],
+            Some(("TLSv1.2", "ECDHE-ECDSA-AES256-GCM-SHA384")),
+        ),
+        ("", rustls::ALL_VERSIONS, None),
+    ] {
+        let config = https_config(&certificates_toml(&files), listener_extra, b.addr);
+        let proxy = start_proxy(&config).await;
+        let client = client_config(&ca, &[b"http/1.1"], versions, None);
+        let stream = connect(proxy.addrs[0], "site.test", client).await.unwrap();
+        let mut https = Https::over(stream).await;
+        let (status, _, _) = https.get("site.test", "/").await.unwrap();
+        assert_eq!(status.as_u16(), 200);
+        let seen = b.last_headers();
+        let got = |name: &str| seen.get(name).map(|v| v.to_str().unwrap().to_owned());
+        let want = want.map(|(v, c)| (v.to_owned(), c.to_owned()));
+        let both = got("x-amzn-tls-version").zip(got("x-amzn-tls-cipher-suite"));
+        assert_eq!(both, want, "{listener_extra:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_tls13_only_policy_refuses_a_tls12_client() {
     let dir = TempDir::new();

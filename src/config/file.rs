@@ -73,6 +73,7 @@ pub(crate) struct ListenerFile {
     pub(crate) accept_proxy_protocol: Option<bool>,
     pub(crate) xff_header_processing: Option<String>,
     pub(crate) xff_client_port: Option<bool>,
+    pub(crate) x_amzn_tls_version_and_cipher_suite: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

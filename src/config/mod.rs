@@ -75,6 +75,9 @@ pub struct Listener {
     pub accept_proxy_protocol: bool,
     /// What becomes of `X-Forwarded-For` (http and https listeners).
     pub xff: Xff,
+    /// Whether requests get `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite` (https
+    /// listeners; ALB's `routing.http.x_amzn_tls_version_and_cipher_suite.enabled`).
+    pub tls_headers: bool,
 }
 
 /// A listener's protocol.

@@ -411,6 +411,13 @@ fn listener(
         }
         None
     };
+    let tls_headers = l.x_amzn_tls_version_and_cipher_suite.unwrap_or(false);
+    if l.x_amzn_tls_version_and_cipher_suite.is_some() && protocol != Protocol::Https {
+        c.fail_at(
+            "x_amzn_tls_version_and_cipher_suite",
+            "applies to https listeners only",
+        );
+    }
     Some(Listener {
         name: name?,
         bind: bind?,
@@ -423,6 +430,7 @@ fn listener(
         tls,
         accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
         xff,
+        tls_headers,
     })
 }
 

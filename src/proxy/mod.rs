@@ -54,11 +54,18 @@ pub struct Proxy {
     forwarded_port: HeaderValue,
 }
 
+/// ALB's headers of the client's TLS session (`x_amzn_tls_version_and_cipher_suite`).
+const X_AMZN_TLS_VERSION: http::HeaderName = http::HeaderName::from_static("x-amzn-tls-version");
+const X_AMZN_TLS_CIPHER_SUITE: http::HeaderName =
+    http::HeaderName::from_static("x-amzn-tls-cipher-suite");
+
 /// How [`Proxy::prepare`] rewrites a request, besides for its target.
 #[derive(Clone, Copy)]
 struct Preparing {
     /// The listener's `X-Forwarded-For` processing.
     xff: crate::config::Xff,
+    /// `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite` go to the target.
+    tls_headers: bool,
     /// An HTTP/1.1 upgrade: `Upgrade` and `Connection: upgrade` stay.
     upgrade: bool,
     /// The target connection is not to be reused (`Connection: close`).
@@ -142,7 +149,7 @@ impl Proxy {
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
         let mut retried = false;
-        let (forwarding, timeout, idle_timeout, counting, xff) = loop {
+        let (forwarding, timeout, idle_timeout, counting, mut how) = loop {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
             let counting = table.metrics_enabled.then_some(table.listeners().len());
@@ -214,7 +221,12 @@ impl Proxy {
                         group.config.response_timeout,
                         listener.idle_timeout,
                         counting,
-                        listener.xff,
+                        Preparing {
+                            xff: listener.xff,
+                            tls_headers: listener.tls_headers,
+                            upgrade: false,
+                            close,
+                        },
                     );
                 }
             }
@@ -222,11 +234,7 @@ impl Proxy {
         let target = Arc::clone(forwarding.in_flight.target());
         let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let how = Preparing {
-            xff,
-            upgrade,
-            close,
-        };
+        how.upgrade = upgrade;
         self.prepare(&mut req, client, &target, &forwarding.group, how);
         if let Some(record) = record.as_deref_mut() {
             let trace_id = headers::trace_id(req.headers());
@@ -322,6 +330,7 @@ impl Proxy {
     ) {
         let Preparing {
             xff,
+            tls_headers,
             upgrade,
             close,
         } = how;
@@ -345,6 +354,13 @@ impl Proxy {
             &self.forwarded_port,
             xff,
         );
+        if let Some(tls) = client.tls.as_ref().filter(|_| tls_headers) {
+            headers.insert(X_AMZN_TLS_VERSION, HeaderValue::from_static(tls.protocol));
+            headers.insert(
+                X_AMZN_TLS_CIPHER_SUITE,
+                HeaderValue::from_static(tls.cipher),
+            );
+        }
         headers::trace(headers);
         if close {
             // Ambiguous request (desync defensive mode): the target connection must not

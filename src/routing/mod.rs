@@ -84,6 +84,8 @@ pub struct ListenerRoutes {
     pub accept_proxy_protocol: bool,
     /// What becomes of `X-Forwarded-For`.
     pub xff: config::Xff,
+    /// Whether requests get `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite`.
+    pub tls_headers: bool,
     rules: rules::Rules,
     /// One action per rule id, then the default action last.
     actions: Vec<Action>,

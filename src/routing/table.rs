@@ -54,6 +54,7 @@ pub(super) fn build(
                 idle_timeout: l.idle_timeout,
                 accept_proxy_protocol: l.accept_proxy_protocol,
                 xff: l.xff,
+                tls_headers: l.tls_headers,
                 rules: Rules::build(&l.rules),
                 actions,
             }
