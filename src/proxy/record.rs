@@ -38,11 +38,13 @@ impl Record {
                 .unwrap_or("-")
                 .to_owned()
         };
+        // As the rules take it (`request_host`): the authority of an absolute-form or
+        // HTTP/2 request, else Host.
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
             .map_or("-", super::strip_port);
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let received_bytes = req
