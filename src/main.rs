@@ -243,6 +243,12 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 serde_json::to_string(&l.xff.mode)?
             )?;
         }
+        if l.drop_invalid_header_fields {
+            writeln!(
+                out,
+                "  drops header fields with names other than [-A-Za-z0-9]+"
+            )?;
+        }
         if l.tls_headers {
             writeln!(
                 out,

@@ -517,6 +517,7 @@ name = "b"
 bind = "127.0.0.1:1"
 protocol = "tcp"
 xff_client_port = true
+drop_invalid_header_fields = true
 default_action = { forward = "tcp" }
 
 [target_groups.web]
@@ -532,6 +533,7 @@ discovery = { static = ["127.0.0.1:3001"] }
             "bad.toml:4: listeners[0].xff_header_processing: unknown value \"keep\"",
             "bad.toml:5: listeners[0].x_amzn_tls_version_and_cipher_suite: applies to https listeners only",
             "bad.toml:12: listeners[1].xff_client_port: applies to http and https listeners only",
+            "bad.toml:13: listeners[1].drop_invalid_header_fields: applies to http and https listeners only",
         ],
     );
 }

@@ -127,6 +127,43 @@ async fn x_forwarded_for_is_appended_with_the_port_preserved_or_removed_as_confi
     }
 }
 
+/// ALB's `drop_invalid_header_fields`: fields whose names are not `[-A-Za-z0-9]+` do
+/// not reach the target (a WSGI or CGI target would read `X_Forwarded_For` as the
+/// `X-Forwarded-For` the proxy sets), nor match rules; without it they go on.
+#[tokio::test]
+async fn fields_with_invalid_names_are_dropped_when_the_listener_says_so() {
+    let b = backend("one").await;
+    let rule = r#"drop_invalid_header_fields = DROP
+
+[[listeners.rules]]
+priority = 1
+conditions = { http_header = [{ name = "x_role", values = ["admin"] }] }
+action = { fixed_response = { status = 403, body = "matched" } }"#;
+    for (drop, rule_status, reaches) in [(true, 200, false), (false, 403, true)] {
+        let proxy = proxy_to(&b, &rule.replace("DROP", &drop.to_string()), "").await;
+        let matched = raw_exchange(
+            proxy.addrs[0],
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nX_Role: admin\r\n\r\n",
+        )
+        .await;
+        assert_eq!(matched.status, rule_status, "drop: {drop}");
+        let forwarded = raw_exchange(
+            proxy.addrs[0],
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nX_Forwarded_For: 6.6.6.6\r\nX-Kept: 1\r\n\r\n",
+        )
+        .await;
+        assert_eq!(forwarded.status, 200, "drop: {drop}");
+        let seen = b.last_headers();
+        assert_eq!(
+            seen.contains_key("x_forwarded_for"),
+            reaches,
+            "drop: {drop}"
+        );
+        assert_eq!(header(&seen, "x-kept"), "1");
+        proxy.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn client_trace_id_gets_a_self_field() {
     let b = backend("one").await;

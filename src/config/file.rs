@@ -74,6 +74,7 @@ pub(crate) struct ListenerFile {
     pub(crate) xff_header_processing: Option<String>,
     pub(crate) xff_client_port: Option<bool>,
     pub(crate) x_amzn_tls_version_and_cipher_suite: Option<bool>,
+    pub(crate) drop_invalid_header_fields: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -78,6 +78,9 @@ pub struct Listener {
     /// Whether requests get `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite` (https
     /// listeners; ALB's `routing.http.x_amzn_tls_version_and_cipher_suite.enabled`).
     pub tls_headers: bool,
+    /// Whether request header fields whose names are not `[-A-Za-z0-9]+` are dropped
+    /// (http and https listeners; ALB's `routing.http.drop_invalid_header_fields.enabled`).
+    pub drop_invalid_header_fields: bool,
 }
 
 /// A listener's protocol.

@@ -345,6 +345,10 @@ fn listener(
             ("max_uri_bytes", l.max_uri_bytes.is_some()),
             ("xff_header_processing", l.xff_header_processing.is_some()),
             ("xff_client_port", l.xff_client_port.is_some()),
+            (
+                "drop_invalid_header_fields",
+                l.drop_invalid_header_fields.is_some(),
+            ),
         ];
         for (key, given) in http_only {
             if given {
@@ -431,6 +435,7 @@ fn listener(
         accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
         xff,
         tls_headers,
+        drop_invalid_header_fields: l.drop_invalid_header_fields.unwrap_or(false),
     })
 }
 

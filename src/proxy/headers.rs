@@ -153,6 +153,26 @@ impl Forwarded {
     }
 }
 
+/// Removes the fields whose names are not `[-A-Za-z0-9]+` (ALB's
+/// `drop_invalid_header_fields`): names like `X_Forwarded_For`, which servers that map
+/// `-` and `_` alike (CGI, WSGI, Rack) would take for the field the proxy sets.
+pub fn drop_invalid_fields(headers: &mut HeaderMap) {
+    let invalid = |name: &HeaderName| {
+        !name
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !headers.keys().any(invalid) {
+        return;
+    }
+    let doomed: SmallVec<[HeaderName; 4]> =
+        headers.keys().filter(|n| invalid(n)).cloned().collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
 /// Whether `host` is `host[:port]` as RFC 9110 §7.2 has it: a registered name or IPv4
 /// address (RFC 3986's unreserved characters, sub-delims and `%`-escapes) or a
 /// bracketed IPv6 literal, then an optional `:` and port digits. No userinfo, no
@@ -403,6 +423,21 @@ mod tests {
         assert!(!same_host("a.test", "a.test:443", "http"));
         assert!(!same_host("a.test", "b.test", "http"));
         assert!(!same_host("a.test:8080", "a.test", "http"));
+    }
+
+    #[test]
+    fn fields_with_names_beyond_letters_digits_and_hyphens_are_dropped() {
+        let mut h = HeaderMap::new();
+        for name in ["x-forwarded-for", "x_forwarded_for", "x.a", "x-b2", "x~c"] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        drop_invalid_fields(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["x-b2", "x-forwarded-for"]);
     }
 
     #[test]

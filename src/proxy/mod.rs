@@ -165,6 +165,10 @@ impl Proxy {
                     tracing::debug!(?tier, ?reason, "desync classification");
                 }
             }
+            // After the desync classification, which judges the request as it came.
+            if listener.drop_invalid_header_fields {
+                headers::drop_invalid_fields(req.headers_mut());
+            }
             let host = request_host(&req, self.scheme)?;
             if host.is_none() && req.version() >= Version::HTTP_11 {
                 return Err(Error::MissingHost);

@@ -86,6 +86,8 @@ pub struct ListenerRoutes {
     pub xff: config::Xff,
     /// Whether requests get `X-Amzn-Tls-Version` and `X-Amzn-Tls-Cipher-Suite`.
     pub tls_headers: bool,
+    /// Whether header fields with names other than `[-A-Za-z0-9]+` are dropped.
+    pub drop_invalid_header_fields: bool,
     rules: rules::Rules,
     /// One action per rule id, then the default action last.
     actions: Vec<Action>,

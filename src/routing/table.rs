@@ -55,6 +55,7 @@ pub(super) fn build(
                 accept_proxy_protocol: l.accept_proxy_protocol,
                 xff: l.xff,
                 tls_headers: l.tls_headers,
+                drop_invalid_header_fields: l.drop_invalid_header_fields,
                 rules: Rules::build(&l.rules),
                 actions,
             }
