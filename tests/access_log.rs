@@ -7,6 +7,16 @@ mod support;
 use serde_json::Value;
 use support::*;
 
+/// The log file's text, and its lines as JSON.
+fn json_lines(log: &std::path::Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (text, lines)
+}
+
 #[tokio::test]
 async fn every_request_gets_one_json_line_with_alb_fields() {
     let b = backend("one").await;
@@ -31,11 +41,7 @@ action = { fixed_response = { status = 418, body = "teapot" } }"#;
     assert_eq!(get(&proxy.url("/fixed")).await.status, 418);
     proxy.stop().await; // flushes the log
 
-    let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = json_lines(&log);
     assert_eq!(lines.len(), 2, "{text}");
     let first = &lines[0];
     assert_eq!(first["elb"], "web");
@@ -197,11 +203,7 @@ discovery = {{ static = ["{target}"] }}
     curl(&[&h2c[..], &[&format!("http://{plain}/four")]].concat()).await;
     proxy.stop().await; // flushes the log
 
-    let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = json_lines(&log);
     assert_eq!(lines.len(), 4, "{text}");
     let field = |i: usize, name: &str| lines[i][name].as_str().unwrap().to_owned();
     let port = secure.port();

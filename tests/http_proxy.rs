@@ -292,7 +292,6 @@ async fn curl_speaks_h2c_prior_knowledge_through_the_proxy() {
 
 #[tokio::test]
 async fn websocket_messages_echo_through_the_proxy() {
-    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     let b = ws_echo_backend("ws").await;
@@ -310,18 +309,7 @@ async fn websocket_messages_echo_through_the_proxy() {
         Message::binary(vec![7u8; 200_000]),
         Message::text("bye"),
     ];
-    for msg in &messages {
-        ws.send(msg.clone()).await.unwrap();
-    }
-    for want in &messages {
-        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(&got, want);
-    }
-    ws.close(None).await.unwrap();
+    echo_over(&mut ws, &messages).await;
     assert_eq!(b.hits(), 1);
     let seen = b.last_headers();
     assert_eq!(header(&seen, "upgrade"), "websocket");

@@ -851,7 +851,6 @@ async fn answers_to_connection_close_end_with_a_close_notify() {
 /// the request `wss`, as ALB's does.
 #[tokio::test]
 async fn websockets_over_https_echo_through_and_are_logged_as_wss() {
-    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     let dir = TempDir::new();
@@ -876,18 +875,7 @@ async fn websockets_over_https_echo_through_and_are_logged_as_wss() {
         Message::binary(vec![9u8; 300_000]),
         Message::text("bye"),
     ];
-    for msg in &messages {
-        ws.send(msg.clone()).await.unwrap();
-    }
-    for want in &messages {
-        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("echo in time")
-            .unwrap()
-            .unwrap();
-        assert_eq!(&got, want);
-    }
-    ws.close(None).await.unwrap();
+    support::echo_over(&mut ws, &messages).await;
     drop(ws);
     proxy.stop().await; // flushes the log
 

@@ -1312,3 +1312,26 @@ pub async fn curl(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Sends `messages` over `ws`, expects each echoed back in order (5 s each), then
+/// closes it.
+pub async fn echo_over<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    messages: &[tokio_tungstenite::tungstenite::Message],
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    for msg in messages {
+        ws.send(msg.clone()).await.expect("a message is sent");
+    }
+    for want in messages {
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("the connection stays open")
+            .expect("a message");
+        assert_eq!(&got, want);
+    }
+    ws.close(None).await.expect("the close is sent");
+}
