@@ -173,11 +173,12 @@ pub fn drop_invalid_fields(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether `host` is `host[:port]` as RFC 9110 §7.2 has it: a registered name or IPv4
-/// address (RFC 3986's unreserved characters, sub-delims and `%`-escapes) or a
-/// bracketed IPv6 literal, then an optional `:` and port digits. No userinfo, no
-/// spaces, no second port: what targets could read as another host.
-pub(crate) fn valid_host(host: &str) -> bool {
+/// The name of `host` without its port (`[::1]` keeps its brackets), if `host` is
+/// `host[:port]` as RFC 9110 §7.2 has it: a registered name or IPv4 address (RFC 3986's
+/// unreserved characters, sub-delims and `%`-escapes) or a bracketed IPv6 literal, then
+/// an optional `:` and port digits. No userinfo, no spaces, no second port: what
+/// targets could read as another host.
+pub(crate) fn host_name(host: &str) -> Option<&str> {
     let bytes = host.as_bytes();
     let name_end = if bytes.first() == Some(&b'[') {
         match bytes.iter().position(|&b| b == b']') {
@@ -189,20 +190,21 @@ pub(crate) fn valid_host(host: &str) -> bool {
             {
                 end + 1
             }
-            _ => return false,
+            _ => return None,
         }
     } else {
         let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
         if end == 0 || !bytes[..end].iter().all(|&b| REG_NAME[usize::from(b)]) {
-            return false;
+            return None;
         }
         end
     };
-    match &bytes[name_end..] {
+    let valid = match &bytes[name_end..] {
         [] => true,
         [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
         _ => false,
-    }
+    };
+    valid.then(|| &host[..name_end])
 }
 
 /// The bytes of a registered name: unreserved, sub-delims and `%`.
@@ -390,7 +392,7 @@ mod tests {
             "[2001:db8::1]:443",
             "a%2Eb.test",
         ] {
-            assert!(valid_host(host), "{host}");
+            assert!(host_name(host).is_some(), "{host}");
         }
         for host in [
             "",
@@ -410,8 +412,17 @@ mod tests {
             "[::g]",
             "a\tb",
         ] {
-            assert!(!valid_host(host), "{host}");
+            assert_eq!(host_name(host), None, "{host}");
         }
+    }
+
+    #[test]
+    fn a_host_name_is_the_host_without_its_port() {
+        assert_eq!(host_name("a.test:8080"), Some("a.test"));
+        assert_eq!(host_name("a.test"), Some("a.test"));
+        assert_eq!(host_name("10.0.0.1:"), Some("10.0.0.1"));
+        assert_eq!(host_name("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_name("[::1]"), Some("[::1]"));
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Proxy {
                 return Err(Error::MissingHost);
             }
             let rule_req = routing::Request {
-                host: host.map(strip_port),
+                host,
                 path: req.uri().path(),
                 query: req.uri().query(),
                 method: req.method(),
@@ -463,7 +463,8 @@ fn check_limits<B>(req: &Request<B>, limits: &config::Limits) -> Result<(), Erro
     Ok(())
 }
 
-/// The host a request is for (`None`: it names none), checked as RFC 9112 §3.2 and
+/// The host name a request is for, without its port (`None`: it names none), checked
+/// as RFC 9112 §3.2 and
 /// RFC 9113 §8.3.1 ask, so that a target cannot take another host from it than the
 /// rules matched: one Host field at most, of `host[:port]` syntax; an HTTP/1
 /// absolute-form target's authority instead of Host (which [`Proxy::prepare`] then
@@ -491,8 +492,7 @@ fn request_host<'r, B>(req: &'r Request<B>, scheme: &str) -> Result<Option<&'r s
     };
     match host {
         "" => Ok(None),
-        host if headers::valid_host(host) => Ok(Some(host)),
-        _ => Err(Error::InvalidHost),
+        host => headers::host_name(host).map(Some).ok_or(Error::InvalidHost),
     }
 }
 
@@ -564,7 +564,7 @@ fn redirect<B>(
     host: Option<&str>,
     (scheme, port): (&str, u16),
 ) -> Response<Body> {
-    let host = host.map(strip_port).unwrap_or("");
+    let host = host.unwrap_or("");
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
     let port_text = port.to_string();
