@@ -464,9 +464,8 @@ fn check_limits<B>(req: &Request<B>, limits: &config::Limits) -> Result<(), Erro
 }
 
 /// The host name a request is for, without its port (`None`: it names none), checked
-/// as RFC 9112 §3.2 and
-/// RFC 9113 §8.3.1 ask, so that a target cannot take another host from it than the
-/// rules matched: one Host field at most, of `host[:port]` syntax; an HTTP/1
+/// as RFC 9112 §3.2 and RFC 9113 §8.3.1 ask, so that a target cannot take another host
+/// from it than the rules matched: one Host field at most, of `host[:port]` syntax; an HTTP/1
 /// absolute-form target's authority instead of Host (which [`Proxy::prepare`] then
 /// rewrites to it); an HTTP/2 Host naming the same as `:authority`.
 fn request_host<'r, B>(req: &'r Request<B>, scheme: &str) -> Result<Option<&'r str>, Error> {
