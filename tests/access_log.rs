@@ -2,7 +2,7 @@
 //! has been sent (for a streamed body, with the bytes actually sent).
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::*;

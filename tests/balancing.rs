@@ -1,6 +1,6 @@
 //! Balancing through the proxy: how each algorithm spreads requests over three real
 //! targets, and how `lb_cookie` and `app_cookie` stickiness keep a client on one.
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

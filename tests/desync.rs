@@ -1,7 +1,7 @@
 //! HTTP desync mitigation over raw HTTP/1.1 bytes: each listener mode (monitor,
 //! defensive, strictest) against requests of each tier, taken from the cases of
 //! `http_desync_guardian`'s own tests that hyper can parse at all.
-mod support;
+use crate::support;
 
 use futures_util::future::join_all;
 use support::*;

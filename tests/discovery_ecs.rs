@@ -3,7 +3,7 @@
 //! real HTTP servers on their discovered addresses.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! removed by reload drains (its in-flight requests finish, new ones go elsewhere, no
 //! request fails) and is dropped once idle or after the deregistration delay; a target
 //! that turns healthy ramps up its share of requests over the slow start period.
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

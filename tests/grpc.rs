@@ -4,7 +4,7 @@
 //! "grpc"`), passed or failed by the `grpc-status` the target answers.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

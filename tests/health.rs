@@ -2,7 +2,7 @@
 //! sockets: thresholds counted probe by probe, timeouts and refused connections, status
 //! matchers, check port and Host header, TCP checks, fail-open, one probe in flight per
 //! target with jittered starts, and ejection of targets whose requests fail.
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! time (self-signed, as targets behind ALB often are), and its status decides health.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Statuses the proxy answers itself, as ALB does: 502/503/504 when the target side
 //! fails, 400/414/431 for malformed or oversized requests; none of them takes the
 //! proxy down, and a bad request never reaches a target.
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

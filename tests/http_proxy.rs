@@ -1,6 +1,6 @@
 //! The L7 request path end to end: forwarding headers, HTTP/2 both ways, WebSocket
 //! upgrades, streamed bodies and client keep-alive / idle timeout, over real sockets.
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! connections and reloads are counted; `[metrics] enabled = false` turns it all off.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

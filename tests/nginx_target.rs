@@ -4,7 +4,7 @@
 //! clients of either version send through the proxy.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use http::Request;
 use support::nginx::start_nginx;

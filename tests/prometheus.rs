@@ -4,7 +4,7 @@
 //! Needs Debian's `prometheus` package (`/usr/bin/prometheus`, `/usr/bin/promtool`).
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

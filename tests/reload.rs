@@ -1,7 +1,7 @@
 //! Reloading the config (`POST /v1/reload`, SIGHUP) while serving, and the admin API:
 //! good configs take effect without failing a request, bad ones are refused with
 //! located errors and the running config stays.
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 // (here and in `support`) they call.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

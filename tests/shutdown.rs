@@ -1,6 +1,6 @@
 //! Graceful shutdown: on stop (or SIGTERM) the proxy refuses new connections, lets
 //! in-flight requests finish up to `[shutdown] timeout`, then ends.
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! Smoke test: one request through the proxy.
-mod support;
+use crate::support;
 use support::*;
 
 #[tokio::test]

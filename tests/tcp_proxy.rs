@@ -4,7 +4,7 @@
 //! timeout, and TCP health checks.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! verification, and the forwarding headers and redirects of HTTPS.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! bad framing gets 502.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
