@@ -9,6 +9,7 @@
 //! share a target's connections up to the streams the target allows on each. A
 //! [`Client`] holds only a target group's connection settings.
 
+mod goaway;
 mod h1;
 mod tls;
 
@@ -17,7 +18,7 @@ pub use tls::Conn;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::config::{self, GroupProtocol, ProtocolVersion, UpstreamTls};
 use crate::target::Target;
+use goaway::{ConnState, Http2Body, Replay, Watched};
 
 /// Idle HTTP/1.1 connections kept per target; more are closed when released.
 const MAX_IDLE_PER_TARGET: usize = 256;
@@ -39,6 +41,10 @@ const MAX_IDLE_PER_TARGET: usize = 256;
 /// Streams a new HTTP/2 connection carries until the target's first `SETTINGS` say how
 /// many it allows (RFC 9113 recommends servers allow at least 100).
 const INITIAL_MAX_STREAMS: usize = 100;
+
+/// Times an HTTP/2 request goes out when targets close connections under it without
+/// processing it (each time on another connection).
+const HTTP2_ATTEMPTS: usize = 3;
 
 /// A target group's connection settings. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -162,12 +168,14 @@ impl Pool {
     /// being opened if it will have room, else the task of opening one.
     fn take_http2(&self) -> Taken<'_> {
         let mut pool = self.http2.lock().unwrap_or_else(|p| p.into_inner());
-        pool.conns.retain(|c| !c.sender.is_closed());
+        pool.conns
+            .retain(|c| !c.sender.is_closed() && !c.state.is_going_away());
         if let Some(chosen) = pool.conns.iter().position(Http2Conn::has_room) {
             let stream = pool.conns[chosen].stream();
             // Streams are only taken under this lock, so a connection seen empty here
             // stays empty until it is let go.
-            pool.conns.retain(|c| c.streams.load(Ordering::Relaxed) > 0);
+            pool.conns
+                .retain(|c| c.state.streams.load(Ordering::Relaxed) > 0);
             return Taken::Stream(stream);
         }
         if let Some(opening) = pool.opening.as_mut() {
@@ -193,7 +201,7 @@ impl Pool {
 
     /// Adds a newly opened HTTP/2 connection, with a stream on it for the request
     /// that opened it.
-    fn add_http2(&self, conn: Http2Conn) -> (http2::SendRequest<RequestBody>, Stream) {
+    fn add_http2(&self, conn: Http2Conn) -> (http2::SendRequest<Http2Body>, Stream) {
         let stream = conn.stream();
         self.http2
             .lock()
@@ -228,7 +236,7 @@ type Failed = Option<Arc<Error>>;
 /// What a request finds in a target's HTTP/2 pool.
 enum Taken<'a> {
     /// A stream on an open connection.
-    Stream((http2::SendRequest<RequestBody>, Stream)),
+    Stream((http2::SendRequest<Http2Body>, Stream)),
     /// Nothing yet: wait until this closes, then fail as it failed, or look again.
     Wait(watch::Receiver<Failed>),
     /// The task of opening a connection.
@@ -272,32 +280,30 @@ impl Drop for Opener<'_> {
 /// target sets.
 #[derive(Debug)]
 struct Http2Conn {
-    sender: http2::SendRequest<RequestBody>,
-    /// Requests whose responses have not ended.
-    streams: Arc<AtomicUsize>,
-    /// The target's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection's task last
-    /// saw it (hyper's 100 until the target's first `SETTINGS` arrives).
-    max_streams: Arc<AtomicUsize>,
+    sender: http2::SendRequest<Http2Body>,
+    state: Arc<ConnState>,
 }
 
 impl Http2Conn {
     fn has_room(&self) -> bool {
-        self.streams.load(Ordering::Relaxed) < self.max_streams.load(Ordering::Relaxed)
+        let state = &self.state;
+        state.streams.load(Ordering::Relaxed) < state.max_streams.load(Ordering::Relaxed)
+            && !state.is_going_away()
     }
 
-    fn stream(&self) -> (http2::SendRequest<RequestBody>, Stream) {
-        self.streams.fetch_add(1, Ordering::Relaxed);
-        (self.sender.clone(), Stream(Arc::clone(&self.streams)))
+    fn stream(&self) -> (http2::SendRequest<Http2Body>, Stream) {
+        self.state.streams.fetch_add(1, Ordering::Relaxed);
+        (self.sender.clone(), Stream(Arc::clone(&self.state)))
     }
 }
 
 /// A request counted against its HTTP/2 connection's streams until dropped.
 #[derive(Debug)]
-struct Stream(Arc<AtomicUsize>);
+struct Stream(Arc<ConnState>);
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -523,35 +529,64 @@ impl Client {
     /// HTTP/2 requests share a target's connections, each carrying as many as the
     /// target's `SETTINGS_MAX_CONCURRENT_STREAMS` allows; another connection opens when
     /// all are full, rather than requests waiting for a stream (long-lived gRPC streams
-    /// from many clients would otherwise wait for good). A target closing a connection
-    /// (a GOAWAY: a gRPC server's maximum connection age, a restart) cancels the
-    /// requests it had not started yet; hyper hands those back untouched, and they go
-    /// out once more on a new connection, as HTTP/2 clients do.
+    /// from many clients would otherwise wait for good).
+    ///
+    /// A target closing a connection gracefully (a GOAWAY: nginx after
+    /// `keepalive_requests`, a gRPC server's maximum connection age, a restart) leaves
+    /// requests unprocessed, and they go out again on another connection, as HTTP/2
+    /// clients do (RFC 9113 §8.7), up to [`HTTP2_ATTEMPTS`] times in all:
+    /// - requests hyper had not started: it hands them back untouched;
+    /// - requests the target refused, or whose streams were beyond the last its GOAWAY
+    ///   would process, whatever their method;
+    /// - requests of a method that may be repeated that failed otherwise on a
+    ///   connection after its GOAWAY: h2 may have opened their streams after the
+    ///   GOAWAY, which the target then ignored until it closed.
+    ///
+    /// A copy of the head is kept for that, and the body's first 64 KiB until the
+    /// target answers (references to the received buffers; [`Replay`]). A request
+    /// whose body outgrew that before the target answered is not sent again.
     async fn send_http2(
         &self,
         target: &Arc<Target>,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
-        let mut retried = false;
+        let (head, body) = req.into_parts();
+        let (replay, mut body) = Replay::new(body);
+        let mut attempt = 1;
         loop {
+            let last = attempt == HTTP2_ATTEMPTS;
+            attempt += 1;
             let (mut sender, stream) = self.http2_stream(target).await?;
             if let Err(e) = sender.ready().await {
-                if retried {
+                if last {
                     return Err(Error::Request(e));
                 }
-                retried = true;
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, Some(Reusable(Held::Http2 { _stream: stream })))),
+            let e = match sender
+                .try_send_request(Request::from_parts(head.clone(), body))
+                .await
+            {
+                Ok(resp) => {
+                    replay.seal();
+                    return Ok((resp, Some(Reusable(Held::Http2 { _stream: stream }))));
+                }
                 Err(mut e) => match e.take_message() {
-                    Some(unsent) if !retried => {
-                        req = unsent;
-                        retried = true;
+                    Some(unsent) if !last => {
+                        body = unsent.into_body();
+                        continue;
                     }
-                    _ => return Err(Error::Request(e.into_error())),
+                    _ => e.into_error(),
                 },
+            };
+            let again = !last
+                && (goaway::unprocessed(&e)
+                    || (stream.0.is_going_away() && h1::retryable(&head.method)));
+            match replay.again().filter(|_| again) {
+                Some(next) => body = next,
+                None => return Err(Error::Request(e)),
             }
+            tracing::debug!(error = %e, target = %target.addr, "sending again a request the target did not process");
         }
     }
 
@@ -562,7 +597,7 @@ impl Client {
     async fn http2_stream(
         &self,
         target: &Arc<Target>,
-    ) -> Result<(http2::SendRequest<RequestBody>, Stream), Error> {
+    ) -> Result<(http2::SendRequest<Http2Body>, Stream), Error> {
         loop {
             match target.pool.take_http2() {
                 Taken::Stream(stream) => return Ok(stream),
@@ -603,21 +638,25 @@ impl Client {
     /// A new HTTP/2 connection to `target`, driven by its own task, which also keeps
     /// the connection's stream limit up to date as the target's `SETTINGS` arrive.
     async fn open_http2(&self, target: &Target) -> Result<Http2Conn, Error> {
-        let io = TokioIo::new(self.connect(target.addr).await?);
+        let state = Arc::new(ConnState::new(INITIAL_MAX_STREAMS));
+        let io = Watched::new(self.connect(target.addr).await?, Arc::clone(&state));
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .initial_max_send_streams(INITIAL_MAX_STREAMS)
-            .handshake(io)
+            .handshake(TokioIo::new(io))
             .await
             .map_err(Error::Handshake)?;
-        let max_streams = Arc::new(AtomicUsize::new(conn.current_max_send_streams()));
-        let seen = Arc::clone(&max_streams);
+        state
+            .max_streams
+            .store(conn.current_max_send_streams(), Ordering::Relaxed);
+        let seen = Arc::clone(&state);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let ended = std::future::poll_fn(|cx| {
                 let polled = std::future::Future::poll(conn.as_mut(), cx);
-                seen.store(conn.current_max_send_streams(), Ordering::Relaxed);
+                seen.max_streams
+                    .store(conn.current_max_send_streams(), Ordering::Relaxed);
                 polled
             })
             .await;
@@ -625,11 +664,7 @@ impl Client {
                 tracing::debug!(error = %e, "target connection ended with an error");
             }
         });
-        Ok(Http2Conn {
-            sender,
-            streams: Arc::default(),
-            max_streams,
-        })
+        Ok(Http2Conn { sender, state })
     }
 
     /// Opens a connection to `addr`, TLS for `https` and `tls` groups; the TCP connect
