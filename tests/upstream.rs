@@ -1,7 +1,7 @@
 //! Upstream connections: pooled keep-alive connections to targets are reused across
 //! requests, one per concurrent request, and a connection the target closed while idle
 //! is replaced without failing a request; every response framing arrives whole, and
-//! bad framing gets 502.
+//! bad framing gets 502, whether the lean client or hyper's read the response.
 #![allow(clippy::unwrap_used)]
 
 use crate::support;
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -300,6 +301,21 @@ async fn scripted_target_in_parts(
     (addr, accepted)
 }
 
+/// Requests without a body to clear-text targets take the lean client; the others,
+/// hyper's. Each response must be read the same whichever took it.
+async fn get_and_post(url: &str) -> [(&'static str, Reply); 2] {
+    let post = Request::post(url)
+        .body(Full::new(Bytes::from_static(b"a body")))
+        .unwrap();
+    [
+        ("GET (the lean client)", get(url).await),
+        (
+            "POST with a body (hyper's client)",
+            send(&client(), post).await,
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn every_response_framing_arrives_whole() {
     let cases: [(&str, &'static [u8], bool, &str); 5] = [
@@ -334,6 +350,38 @@ async fn every_response_framing_arrives_whole() {
         // Connections end after close-delimited and HTTP/1.0 answers; others are reused.
         let want = if close { 3 } else { 1 };
         assert_eq!(opened, want, "{what}: connections opened");
+        let [_, (how, r)] = get_and_post(&proxy.url("/")).await;
+        assert_eq!(
+            (r.status.as_u16(), r.body.as_str()),
+            (200, body),
+            "{what}, {how}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_response_with_120_fields_passes_whichever_client_read_it() {
+    // hyper's client takes 100 fields unless told otherwise; the lean one, 128.
+    let fields: String = (0..120).map(|i| format!("X-F{i}: v\r\n")).collect();
+    let reply = format!("HTTP/1.1 200 OK\r\n{fields}Content-Length: 5\r\n\r\nhello");
+    let (target, _) =
+        scripted_target(Box::leak(reply.into_bytes().into_boxed_slice()), false).await;
+    let proxy = start_proxy(&config(target)).await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 6\r\n\r\na body",
+    ] {
+        let (reply, _) = raw(proxy.addrs[0], request, Duration::from_secs(5)).await;
+        let fields = reply
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-f"))
+            .count();
+        assert_eq!(
+            (raw_status(&reply), fields),
+            (Some(200), 120),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
     }
 }
 
@@ -364,11 +412,16 @@ async fn responses_with_bad_framing_get_502() {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         ),
         ("a head cut short", b"HTTP/1.1 200 OK\r\nContent-Le"),
+        (
+            "chunked twice",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ),
     ] {
         let (target, _) = scripted_target(reply, true).await;
         let proxy = start_proxy(&config(target)).await;
-        let r = get(&proxy.url("/")).await;
-        assert_eq!(r.status.as_u16(), 502, "{what}: {r:?}");
+        for (how, r) in get_and_post(&proxy.url("/")).await {
+            assert_eq!(r.status.as_u16(), 502, "{what}, {how}: {r:?}");
+        }
     }
     // A body cut short after its head: the client's response ends in an error, not
     // in a shorter body that looks complete.

@@ -26,7 +26,7 @@ use crate::proxy::headers::{has_token, is_hop_by_hop};
 use crate::target::Target;
 
 /// Most headers a target's response head may have.
-const MAX_HEADERS: usize = 128;
+pub(super) const MAX_HEADERS: usize = 128;
 /// Most bytes a target's response head may take.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read buffer growth step.
@@ -392,11 +392,42 @@ enum Chunk {
 /// repeat of `Content-Length`, would reach the client with a body framed otherwise;
 /// and a transfer coding other than chunked would reach it unlabelled.
 fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Framing, Error> {
+    framing_of(
+        status,
+        head_request,
+        head.values(Kind::TransferEncoding),
+        head.values(Kind::ContentLength),
+    )
+}
+
+/// Refuses a response hyper's client read (requests with a body, TLS targets) by the
+/// rules of [`framing`], which hyper's are laxer than: the client would get its
+/// `Content-Length` as received, or its body without its transfer codings.
+pub(crate) fn check_framing(
+    status: StatusCode,
+    head_request: bool,
+    headers: &HeaderMap,
+) -> Result<(), Error> {
+    let values = |name| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    framing_of(
+        status,
+        head_request,
+        values(http::header::TRANSFER_ENCODING),
+        values(http::header::CONTENT_LENGTH),
+    )
+    .map(drop)
+}
+
+fn framing_of<'a>(
+    status: StatusCode,
+    head_request: bool,
+    transfer_encodings: impl Iterator<Item = &'a [u8]>,
+    mut lengths: impl Iterator<Item = &'a [u8]>,
+) -> Result<Framing, Error> {
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    let mut codings = head
-        .values(Kind::TransferEncoding)
+    let mut codings = transfer_encodings
         .flat_map(|v| v.split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|c| !c.is_empty());
@@ -404,12 +435,11 @@ fn framing(status: StatusCode, head_request: bool, head: &RawHead) -> Result<Fra
         if !first.eq_ignore_ascii_case(b"chunked") || codings.next().is_some() {
             return Err(Error::Invalid("a transfer coding other than chunked"));
         }
-        if head.has_content_length() {
+        if lengths.next().is_some() {
             return Err(Error::Invalid("both Transfer-Encoding and Content-Length"));
         }
         return Ok(Framing::Chunked(Chunk::Size));
     }
-    let mut lengths = head.values(Kind::ContentLength);
     let Some(length) = lengths.next() else {
         return Ok(Framing::Eof);
     };

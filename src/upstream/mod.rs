@@ -80,6 +80,10 @@ pub enum Error {
     /// The same, on the lean HTTP/1.1 path.
     #[error("target failed the request")]
     Lean(#[source] h1::Error),
+    /// hyper's HTTP/1.1 client read a response that a client could read otherwise, or
+    /// a `101` to a request that asked for no upgrade.
+    #[error("target sent an ambiguous response")]
+    Ambiguous(#[source] h1::Error),
     /// Opening the HTTP/2 connection this request waited for failed so.
     #[error(transparent)]
     Shared(Arc<Error>),
@@ -91,7 +95,7 @@ impl Error {
         match self {
             Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Handshake(_) => true,
             Error::Shared(e) => e.is_connect(),
-            Error::Request(_) | Error::Lean(_) => false,
+            Error::Request(_) | Error::Lean(_) | Error::Ambiguous(_) => false,
         }
     }
 }
@@ -449,7 +453,7 @@ impl Client {
             {
                 self.send_lean(target, req, heads).await.map(|r| (r, None))
             }
-            ProtocolVersion::Http1 => self.send_http1(target, req).await.map(hyper),
+            ProtocolVersion::Http1 => self.send_http1(target, req, upgrade).await.map(hyper),
             ProtocolVersion::Http2 | ProtocolVersion::Grpc => {
                 self.send_http2(target, req).await.map(hyper)
             }
@@ -488,7 +492,29 @@ impl Client {
             .map_err(Error::Lean)
     }
 
+    /// hyper's HTTP/1.1 client, for requests with a body, upgrades and TLS targets.
+    /// Responses are held to the lean path's rules ([`h1::check_framing`]).
     async fn send_http1(
+        &self,
+        target: &Arc<Target>,
+        req: Request<RequestBody>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
+        let head_request = req.method() == http::Method::HEAD;
+        let (resp, reuse) = self.send_hyper_http1(target, req).await?;
+        let status = resp.status();
+        if status == http::StatusCode::SWITCHING_PROTOCOLS {
+            if !upgrade {
+                let e = h1::Error::Invalid("101 to a request that asked for no upgrade");
+                return Err(Error::Ambiguous(e));
+            }
+        } else if let Err(e) = h1::check_framing(status, head_request, resp.headers()) {
+            return Err(Error::Ambiguous(e));
+        }
+        Ok((resp, reuse))
+    }
+
+    async fn send_hyper_http1(
         &self,
         target: &Arc<Target>,
         mut req: Request<RequestBody>,
@@ -626,7 +652,12 @@ impl Client {
     /// A new HTTP/1.1 connection to `target`, driven by its own task.
     async fn open_http1(&self, target: &Target) -> Result<http1::SendRequest<RequestBody>, Error> {
         let io = TokioIo::new(self.connect(target.addr).await?);
-        let (sender, conn) = http1::handshake(io).await.map_err(Error::Handshake)?;
+        // The lean path's limit on a response's fields (hyper's own is 100).
+        let (sender, conn) = http1::Builder::new()
+            .max_headers(h1::MAX_HEADERS)
+            .handshake(io)
+            .await
+            .map_err(Error::Handshake)?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "target connection ended with an error");
