@@ -255,6 +255,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
                 "  X-Amzn-Tls-Version and X-Amzn-Tls-Cipher-Suite to targets"
             )?;
         }
+        for (name, value) in &l.response_headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            writeln!(out, "  sets on responses: {name}: {value}")?;
+        }
         if let Some(tls) = &l.tls {
             writeln!(
                 out,

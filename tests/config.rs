@@ -537,3 +537,50 @@ discovery = { static = ["127.0.0.1:3001"] }
         ],
     );
 }
+
+#[test]
+fn response_header_values_are_checked_as_alb_checks_them() {
+    let text = r#"[[listeners]]
+name = "a"
+bind = "127.0.0.1:0"
+default_action = { forward = "web" }
+
+[listeners.response_headers]
+strict_transport_security = "includeSubDomains"
+x_content_type_options = "sniff"
+x_frame_options = "ALLOW-FROM"
+access_control_allow_origin = "https://app.example/path"
+access_control_allow_methods = "GET, PO ST"
+access_control_allow_credentials = "yes"
+content_security_policy = "default-src 'self'\n"
+x_xss_protection = "1"
+
+[[listeners]]
+name = "b"
+bind = "127.0.0.1:1"
+protocol = "tcp"
+response_headers = { x_frame_options = "DENY" }
+default_action = { forward = "tcp" }
+
+[target_groups.web]
+discovery = { static = ["127.0.0.1:3000"] }
+
+[target_groups.tcp]
+protocol = "tcp"
+discovery = { static = ["127.0.0.1:3001"] }
+"#;
+    assert_problems(
+        &problems(text),
+        &[
+            "bad.toml:7: listeners[0].response_headers.strict_transport_security: must have max-age=SECONDS",
+            "bad.toml:8: listeners[0].response_headers.x_content_type_options: must be \"nosniff\"",
+            "bad.toml:9: listeners[0].response_headers.x_frame_options: must be DENY, SAMEORIGIN or ALLOW-FROM <uri>",
+            "bad.toml:10: listeners[0].response_headers.access_control_allow_origin: must be *, null or an origin",
+            "bad.toml:11: listeners[0].response_headers.access_control_allow_methods: \"PO ST\" is not a method",
+            "bad.toml:12: listeners[0].response_headers.access_control_allow_credentials: must be \"true\"",
+            "bad.toml:13: listeners[0].response_headers.content_security_policy: must be visible ASCII",
+            "bad.toml:14: listeners[0].response_headers.x_xss_protection: unknown field",
+            "bad.toml:20: listeners[1].response_headers: applies to http and https listeners only",
+        ],
+    );
+}

@@ -519,3 +519,58 @@ async fn a_204_announcing_a_body_does_not_leave_its_connection_for_the_next_requ
     }
     assert_eq!(connections.load(Ordering::SeqCst), 3, "connections opened");
 }
+
+#[tokio::test]
+async fn a_listeners_response_headers_are_set_on_every_response_it_sends() {
+    // As ALB's response header attributes: HSTS, CORS, X-Frame-Options and the like,
+    // set on the target's responses (replacing its own field of that name) and on the
+    // proxy's own answers alike.
+    let (target, _) = scripted_target(
+        b"HTTP/1.1 200 OK\r\nX-Frame-Options: SAMEORIGIN\r\nX-Other: kept\r\nContent-Length: 5\r\n\r\nhello",
+        false,
+    )
+    .await;
+    let proxy = start_proxy(&one_group_config(
+        &[target],
+        r#"response_headers = { strict_transport_security = "max-age=600; includeSubDomains", x_frame_options = "DENY", access_control_allow_origin = "https://app.example" }
+
+[[listeners.rules]]
+priority = 1
+conditions = { path = ["/fixed"] }
+action = { fixed_response = { status = 404, body = "none" } }
+
+[[listeners.rules]]
+priority = 2
+conditions = { path = ["/down"] }
+action = { forward = "down" }
+
+[target_groups.down]
+discovery = { static = ["127.0.0.1:1"] }"#,
+        "",
+    ))
+    .await;
+    let set = [
+        (
+            "strict-transport-security",
+            "max-age=600; includeSubDomains",
+        ),
+        ("x-frame-options", "DENY"),
+        ("access-control-allow-origin", "https://app.example"),
+    ];
+    let h2 = |path: &str| Request::get(proxy.url(path)).body(Full::default()).unwrap();
+    let mut replies = Vec::from(get_and_post(&proxy.url("/")).await);
+    replies.push(("an HTTP/2 client", send(&h2_client(), h2("/")).await));
+    replies.push(("a fixed response", get(&proxy.url("/fixed")).await));
+    replies.push(("the proxy's 502", get(&proxy.url("/down")).await));
+    for (what, r) in replies {
+        for (name, value) in set {
+            let values: Vec<_> = r.headers.get_all(name).iter().collect();
+            assert_eq!(values, [value], "{what}: {name}, in {:?}", r.headers);
+        }
+        if r.status == 200 {
+            assert_eq!(r.headers["x-other"], "kept", "{what}");
+            assert_eq!(r.body, "hello", "{what}");
+        }
+    }
+    proxy.stop().await;
+}

@@ -75,6 +75,22 @@ pub(crate) struct ListenerFile {
     pub(crate) xff_client_port: Option<bool>,
     pub(crate) x_amzn_tls_version_and_cipher_suite: Option<bool>,
     pub(crate) drop_invalid_header_fields: Option<bool>,
+    pub(crate) response_headers: Option<ResponseHeadersFile>,
+}
+
+/// ALB's response header attributes (`routing.http.response.*.header_value`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ResponseHeadersFile {
+    pub(crate) strict_transport_security: Option<String>,
+    pub(crate) content_security_policy: Option<String>,
+    pub(crate) x_content_type_options: Option<String>,
+    pub(crate) x_frame_options: Option<String>,
+    pub(crate) access_control_allow_origin: Option<String>,
+    pub(crate) access_control_allow_methods: Option<String>,
+    pub(crate) access_control_allow_headers: Option<String>,
+    pub(crate) access_control_allow_credentials: Option<String>,
+    pub(crate) access_control_expose_headers: Option<String>,
+    pub(crate) access_control_max_age: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -81,6 +81,10 @@ pub struct Listener {
     /// Whether request header fields whose names are not `[-A-Za-z0-9]+` are dropped
     /// (http and https listeners; ALB's `routing.http.drop_invalid_header_fields.enabled`).
     pub drop_invalid_header_fields: bool,
+    /// Fields set on every response the listener sends, replacing a target's of the
+    /// same name (http and https listeners; ALB's response header attributes:
+    /// `Strict-Transport-Security`, CORS, `X-Frame-Options` and the like).
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// A listener's protocol.

@@ -12,8 +12,8 @@ use ipnet::IpNet;
 
 use super::file::{
     ActionFile, CertificateFile, CloudMapFile, ConditionsFile, ConfigFile, DiscoveryFile, EcsFile,
-    ForwardFile, HealthCheckFile, ListenerFile, OutlierDetectionFile, PortFile, RuleFile,
-    StickinessFile, TargetGroupFile, UpstreamTlsFile,
+    ForwardFile, HealthCheckFile, ListenerFile, OutlierDetectionFile, PortFile,
+    ResponseHeadersFile, RuleFile, StickinessFile, TargetGroupFile, UpstreamTlsFile,
 };
 use super::locate::Segment;
 use super::{
@@ -349,6 +349,7 @@ fn listener(
                 "drop_invalid_header_fields",
                 l.drop_invalid_header_fields.is_some(),
             ),
+            ("response_headers", l.response_headers.is_some()),
         ];
         for (key, given) in http_only {
             if given {
@@ -436,7 +437,187 @@ fn listener(
         xff,
         tls_headers,
         drop_invalid_header_fields: l.drop_invalid_header_fields.unwrap_or(false),
+        response_headers: match &l.response_headers {
+            Some(h) if protocol.is_http() => c.key("response_headers", |c| response_headers(c, h)),
+            _ => Vec::new(),
+        },
     })
+}
+
+/// The fields of a listener's `response_headers`, each value checked against what its
+/// field allows (as ALB checks its response header attributes).
+fn response_headers(
+    c: &mut Check,
+    h: &ResponseHeadersFile,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    use http::header;
+    type Rule = fn(&str) -> Result<(), String>;
+    let max_age = h.access_control_max_age.map(|n| n.to_string());
+    let fields: [(&str, header::HeaderName, &Option<String>, Rule); 10] = [
+        (
+            "strict_transport_security",
+            header::STRICT_TRANSPORT_SECURITY,
+            &h.strict_transport_security,
+            hsts,
+        ),
+        (
+            "content_security_policy",
+            header::CONTENT_SECURITY_POLICY,
+            &h.content_security_policy,
+            |_| Ok(()),
+        ),
+        (
+            "x_content_type_options",
+            header::X_CONTENT_TYPE_OPTIONS,
+            &h.x_content_type_options,
+            |v| exactly(v, "nosniff"),
+        ),
+        (
+            "x_frame_options",
+            header::X_FRAME_OPTIONS,
+            &h.x_frame_options,
+            x_frame_options,
+        ),
+        (
+            "access_control_allow_origin",
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            &h.access_control_allow_origin,
+            allow_origin,
+        ),
+        (
+            "access_control_allow_methods",
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            &h.access_control_allow_methods,
+            |v| list_of(v, "method", |m| Method::from_bytes(m.as_bytes()).is_ok()),
+        ),
+        (
+            "access_control_allow_headers",
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            &h.access_control_allow_headers,
+            |v| {
+                list_of(v, "field name", |n| {
+                    header::HeaderName::from_bytes(n.as_bytes()).is_ok()
+                })
+            },
+        ),
+        (
+            "access_control_allow_credentials",
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            &h.access_control_allow_credentials,
+            |v| exactly(v, "true"),
+        ),
+        (
+            "access_control_expose_headers",
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            &h.access_control_expose_headers,
+            |v| {
+                list_of(v, "field name", |n| {
+                    header::HeaderName::from_bytes(n.as_bytes()).is_ok()
+                })
+            },
+        ),
+        (
+            "access_control_max_age",
+            header::ACCESS_CONTROL_MAX_AGE,
+            &max_age,
+            |_| Ok(()),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (key, name, value, rule) in fields {
+        let Some(value) = value else { continue };
+        let checked = match http::HeaderValue::from_str(value) {
+            Ok(_) if value.trim().is_empty() => Err("must not be empty".to_owned()),
+            Ok(v) => rule(value.trim()).map(|()| v),
+            Err(_) => Err("must be visible ASCII characters and spaces".to_owned()),
+        };
+        match checked {
+            Ok(v) => out.push((name, v)),
+            Err(e) => c.fail_at(key, e),
+        }
+    }
+    out
+}
+
+fn exactly(value: &str, only: &str) -> Result<(), String> {
+    if value.eq_ignore_ascii_case(only) {
+        Ok(())
+    } else {
+        Err(format!("must be \"{only}\""))
+    }
+}
+
+/// `max-age=N`, and optionally `includeSubDomains` and `preload` (RFC 6797 §6.1).
+fn hsts(value: &str) -> Result<(), String> {
+    let mut max_age = false;
+    for directive in value.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+        match directive.split_once('=') {
+            Some((name, n)) if name.trim().eq_ignore_ascii_case("max-age") => {
+                let n = n.trim().trim_matches('"');
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("max-age must be a number of seconds, not {n:?}"));
+                }
+                max_age = true;
+            }
+            _ if directive.eq_ignore_ascii_case("includeSubDomains")
+                || directive.eq_ignore_ascii_case("preload") => {}
+            _ => {
+                return Err(format!(
+                    "unknown directive {directive:?}; expected max-age=SECONDS, \
+                     includeSubDomains, preload"
+                ))
+            }
+        }
+    }
+    if max_age {
+        Ok(())
+    } else {
+        Err("must have max-age=SECONDS".to_owned())
+    }
+}
+
+/// `DENY`, `SAMEORIGIN` or `ALLOW-FROM <uri>` (RFC 7034).
+fn x_frame_options(value: &str) -> Result<(), String> {
+    let allow_from = value
+        .get(..11)
+        .is_some_and(|p| p.eq_ignore_ascii_case("ALLOW-FROM "))
+        && !value[11..].trim().is_empty();
+    if value.eq_ignore_ascii_case("DENY") || value.eq_ignore_ascii_case("SAMEORIGIN") || allow_from
+    {
+        Ok(())
+    } else {
+        Err("must be DENY, SAMEORIGIN or ALLOW-FROM <uri>".to_owned())
+    }
+}
+
+/// `*`, `null`, or an origin: `scheme://host[:port]` with no path.
+fn allow_origin(value: &str) -> Result<(), String> {
+    if value == "*" || value == "null" {
+        return Ok(());
+    }
+    let origin = value.parse::<http::Uri>().ok().filter(|u| {
+        u.scheme().is_some()
+            && u.authority().is_some()
+            && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+            && !value.ends_with('/')
+    });
+    match origin {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "must be *, null or an origin such as https://app.example.com, not {value:?}"
+        )),
+    }
+}
+
+/// `*`, or a comma-separated list of items that each pass `valid`.
+fn list_of(value: &str, what: &str, valid: fn(&str) -> bool) -> Result<(), String> {
+    if value == "*" {
+        return Ok(());
+    }
+    match value.split(',').map(str::trim).find(|i| !valid(i)) {
+        Some(bad) => Err(format!("{bad:?} is not a {what}")),
+        None => Ok(()),
+    }
 }
 
 /// Certificates (each loaded and checked now, so a bad file is reported at its line),

@@ -114,10 +114,20 @@ impl Proxy {
             let name = self.routes.load().listener(self.listener).name.clone();
             Record::new(log, &name, (self.scheme, self.port), client, &req)
         });
-        let mut resp = match self.serve(client, req, heads, record.as_mut()).await {
+        let mut set = None;
+        let mut resp = match self
+            .serve(client, req, heads, record.as_mut(), &mut set)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => self.error_response(&e, record.as_mut()),
         };
+        if let Some(fields) = set {
+            let headers = resp.headers_mut();
+            for (name, value) in fields.iter() {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
         if let Some(record) = record {
             record.finish(&mut resp);
         }
@@ -146,12 +156,14 @@ impl Proxy {
         mut req: Request<RequestBody>,
         heads: Heads,
         mut record: Option<&mut Record>,
+        response_headers: &mut Option<routing::ResponseHeaders>,
     ) -> Result<Response<Body>, Error> {
         let mut close = false;
         let mut retried = false;
         let (forwarding, timeout, idle_timeout, counting, mut how) = loop {
             let table = self.routes.load();
             let listener = table.listener(self.listener);
+            response_headers.clone_from(&listener.response_headers);
             let counting = table.metrics_enabled.then_some(table.listeners().len());
             check_limits(&req, &listener.limits)?;
             if req.version() <= Version::HTTP_11 {
@@ -247,9 +259,11 @@ impl Proxy {
 
         // One clock read serves the deadline and the response time.
         let started = tokio::time::Instant::now();
-        // Fields as received cannot be searched for the application's cookie.
+        // Fields as received cannot be searched for the application's cookie, nor
+        // have some replaced by the listener's.
         let heads = match forwarding.group.config.stickiness {
             Some(Stickiness::AppCookie { .. }) => Heads::Map,
+            _ if response_headers.is_some() => Heads::Map,
             _ => heads,
         };
         let sent = forwarding.group.upstream.send(&target, req, upgrade, heads);

@@ -69,6 +69,9 @@ impl RouteTable {
     }
 }
 
+/// Fields a listener sets on its responses, replacing a target's of the same name.
+pub type ResponseHeaders = Arc<[(http::HeaderName, http::HeaderValue)]>;
+
 /// A listener's compiled rules.
 #[derive(Debug)]
 pub struct ListenerRoutes {
@@ -88,6 +91,8 @@ pub struct ListenerRoutes {
     pub tls_headers: bool,
     /// Whether header fields with names other than `[-A-Za-z0-9]+` are dropped.
     pub drop_invalid_header_fields: bool,
+    /// Fields set on every response (`None`: the listener sets none).
+    pub response_headers: Option<ResponseHeaders>,
     rules: rules::Rules,
     /// One action per rule id, then the default action last.
     actions: Vec<Action>,

@@ -56,6 +56,8 @@ pub(super) fn build(
                 xff: l.xff,
                 tls_headers: l.tls_headers,
                 drop_invalid_header_fields: l.drop_invalid_header_fields,
+                response_headers: (!l.response_headers.is_empty())
+                    .then(|| l.response_headers.as_slice().into()),
                 rules: Rules::build(&l.rules),
                 actions,
             }
