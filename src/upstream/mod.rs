@@ -497,28 +497,33 @@ impl Client {
     async fn send_http1(
         &self,
         target: &Arc<Target>,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
         upgrade: bool,
     ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
         let head_request = req.method() == http::Method::HEAD;
-        let (resp, reuse) = self.send_hyper_http1(target, req).await?;
-        let status = resp.status();
-        if status == http::StatusCode::SWITCHING_PROTOCOLS {
-            if !upgrade {
-                let e = h1::Error::Invalid("101 to a request that asked for no upgrade");
-                return Err(Error::Ambiguous(e));
+        // Not a wrapper future around the sending: each level of nesting makes every
+        // request's future larger, and it is moved on every request.
+        let checked = |resp: Response<Incoming>, sender| {
+            let status = resp.status();
+            let refused = if status == http::StatusCode::SWITCHING_PROTOCOLS {
+                (!upgrade).then_some(h1::Error::Invalid(
+                    "101 to a request that asked for no upgrade",
+                ))
+            } else {
+                h1::check_framing(status, head_request, resp.headers()).err()
+            };
+            match refused {
+                // The connection goes with `sender`: its response was not read.
+                Some(e) => Err(Error::Ambiguous(e)),
+                None => Ok((
+                    resp,
+                    Some(Reusable(Held::Http1 {
+                        sender,
+                        target: Arc::clone(target),
+                    })),
+                )),
             }
-        } else if let Err(e) = h1::check_framing(status, head_request, resp.headers()) {
-            return Err(Error::Ambiguous(e));
-        }
-        Ok((resp, reuse))
-    }
-
-    async fn send_hyper_http1(
-        &self,
-        target: &Arc<Target>,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Reusable>), Error> {
+        };
         while let Some(mut sender) = target.pool.take_http1(self.idle_timeout) {
             // A connection the target closed while idle fails here, before the request
             // is handed over; the request then goes out on the next one.
@@ -526,15 +531,7 @@ impl Client {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    return Ok((
-                        resp,
-                        Some(Reusable(Held::Http1 {
-                            sender,
-                            target: Arc::clone(target),
-                        })),
-                    ))
-                }
+                Ok(resp) => return checked(resp, sender),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(Error::Request(e.into_error())),
@@ -543,13 +540,7 @@ impl Client {
         }
         let mut sender = Box::pin(self.open_http1(target)).await?;
         let resp = sender.send_request(req).await.map_err(Error::Request)?;
-        Ok((
-            resp,
-            Some(Reusable(Held::Http1 {
-                sender,
-                target: Arc::clone(target),
-            })),
-        ))
+        checked(resp, sender)
     }
 
     /// HTTP/2 requests share a target's connections, each carrying as many as the
