@@ -216,7 +216,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     writeln!(out, "admin: {}", config.admin.listen)?;
     for l in &config.listeners {
         let desync = if l.protocol.is_http() {
-            format!(", desync mitigation {:?}", l.desync_mitigation_mode)
+            format!(
+                ", client keep-alive {}, desync mitigation {:?}",
+                humantime::format_duration(l.client_keep_alive),
+                l.desync_mitigation_mode
+            )
         } else {
             String::new()
         };

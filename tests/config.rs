@@ -584,3 +584,34 @@ discovery = { static = ["127.0.0.1:3001"] }
         ],
     );
 }
+
+#[test]
+fn client_keep_alive_is_checked_where_it_applies() {
+    let text = r#"[[listeners]]
+name = "a"
+bind = "127.0.0.1:0"
+client_keep_alive = "8d"
+default_action = { forward = "web" }
+
+[[listeners]]
+name = "b"
+bind = "127.0.0.1:1"
+protocol = "tcp"
+client_keep_alive = "1h"
+default_action = { forward = "tcp" }
+
+[target_groups.web]
+discovery = { static = ["127.0.0.1:3000"] }
+
+[target_groups.tcp]
+protocol = "tcp"
+discovery = { static = ["127.0.0.1:3001"] }
+"#;
+    assert_problems(
+        &problems(text),
+        &[
+            "bad.toml:4: listeners[0].client_keep_alive: must be from 1s to 7 days",
+            "bad.toml:11: listeners[1].client_keep_alive: applies to http and https listeners only",
+        ],
+    );
+}

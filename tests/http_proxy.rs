@@ -1194,3 +1194,92 @@ async fn http2_requests_whose_host_is_ambiguous_or_missing_are_refused() {
     assert_eq!(b.hits(), 3, "the refused requests did not reach the target");
     proxy.stop().await;
 }
+
+/// Reads one response (with a `Content-Length`) off a raw HTTP/1.1 connection and
+/// returns its head, lower-cased.
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&reply).to_ascii_lowercase();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .expect("a content-length");
+            if body.len() >= length {
+                return head.to_owned();
+            }
+        }
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.expect("the response is read");
+        assert!(n > 0, "closed before the response: {text:?}");
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn client_connections_end_after_the_keep_alive_duration() {
+    // ALB's `client_keep_alive.seconds`: a connection this old ends after the response
+    // in progress, so that long-lived clients reconnect and spread anew.
+    let b = backend("one").await;
+    let proxy = proxy_to(&b, "client_keep_alive = \"1s\"", "").await;
+    let addr = proxy.addrs[0];
+
+    // HTTP/1.1, on the lean path (no body) and on hyper's (a body): the response
+    // finishing after 1 s says `Connection: close`, and the connection ends.
+    for request in [
+        &b"GET /slow?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"POST /slow?ms=1500 HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response_head(&mut stream).await;
+        assert!(
+            !head.contains("connection: close"),
+            "a young connection: {head}"
+        );
+        stream.write_all(request).await.unwrap();
+        let head = read_response_head(&mut stream).await;
+        assert!(
+            head.starts_with("http/1.1 200") && head.contains("connection: close"),
+            "{}: {head}",
+            String::from_utf8_lossy(request)
+        );
+        time_to_close(&mut stream, Duration::from_secs(2))
+            .await
+            .expect("the connection ends after the response");
+    }
+
+    // An idle HTTP/1.1 connection ends at 1 s.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let waited = time_to_close(&mut idle, Duration::from_secs(3))
+        .await
+        .expect("an idle connection ends");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "ended after {waited:?}"
+    );
+
+    // HTTP/2: a GOAWAY at 1 s; the request in progress is answered, then the
+    // connection ends.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let req = Request::get(format!("http://{addr}/slow?ms=1500"))
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let started = Instant::now();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(2), connection).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the connection ends cleanly: {ended:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1400));
+    proxy.stop().await;
+}

@@ -62,6 +62,7 @@ pub(crate) struct ListenerFile {
     #[serde(default)]
     pub(crate) rules: Vec<RuleFile>,
     pub(crate) idle_timeout: Option<String>,
+    pub(crate) client_keep_alive: Option<String>,
     pub(crate) desync_mitigation_mode: Option<String>,
     pub(crate) max_header_bytes: Option<u64>,
     pub(crate) max_headers: Option<u64>,

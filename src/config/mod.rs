@@ -64,6 +64,11 @@ pub struct Listener {
     pub default_action: Action,
     /// A client connection with no bytes flowing for this long is closed.
     pub idle_timeout: Duration,
+    /// A client connection this old ends after its current response (HTTP/1.1:
+    /// `Connection: close`; HTTP/2: GOAWAY), so that clients reconnect and spread over
+    /// the load balancers anew (http and https listeners; ALB's
+    /// `client_keep_alive.seconds`).
+    pub client_keep_alive: Duration,
     /// How requests that could desynchronise HTTP/1 parsers are handled.
     pub desync_mitigation_mode: DesyncMode,
     /// Request size limits.

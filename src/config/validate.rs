@@ -134,6 +134,9 @@ impl Check {
 }
 
 /// ALB's limits on the request head.
+/// ALB's client keep-alive duration (`client_keep_alive.seconds`): one hour.
+const DEFAULT_CLIENT_KEEP_ALIVE: Duration = Duration::from_secs(3600);
+
 const DEFAULT_LIMITS: Limits = Limits {
     max_header_bytes: 64 * 1024,
     max_headers: 100,
@@ -350,12 +353,22 @@ fn listener(
                 l.drop_invalid_header_fields.is_some(),
             ),
             ("response_headers", l.response_headers.is_some()),
+            ("client_keep_alive", l.client_keep_alive.is_some()),
         ];
         for (key, given) in http_only {
             if given {
                 c.fail_at(key, "applies to http and https listeners only");
             }
         }
+    }
+    // ALB's default; its range is 60 s to 7 days (shorter ones serve tests here).
+    let client_keep_alive = c.duration(
+        "client_keep_alive",
+        &l.client_keep_alive,
+        DEFAULT_CLIENT_KEEP_ALIVE,
+    );
+    if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86_400)).contains(&client_keep_alive) {
+        c.fail_at("client_keep_alive", "must be from 1s to 7 days");
     }
     let desync_mitigation_mode = c.one_of(
         "desync_mitigation_mode",
@@ -430,6 +443,7 @@ fn listener(
         rules,
         default_action: default_action?,
         idle_timeout,
+        client_keep_alive,
         desync_mitigation_mode,
         limits,
         tls,

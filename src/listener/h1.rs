@@ -71,6 +71,8 @@ pub(crate) struct Lean<'a> {
     pub max_head: usize,
     /// Fires when the listener drains: the connection ends after its current response.
     pub drain: &'a Arc<Drain>,
+    /// Fires at the listener's `client_keep_alive`: the same.
+    pub aged: Pin<&'a mut tokio::time::Sleep>,
 }
 
 /// A listener's drain signal for its lean connections. Checking it is one atomic load;
@@ -94,7 +96,7 @@ impl Drain {
     }
 
     /// Resolves once draining starts; meant to be polled by one task only.
-    fn signal(self: &Arc<Self>) -> DrainSignal {
+    pub(crate) fn signal(self: &Arc<Self>) -> DrainSignal {
         DrainSignal {
             drain: Arc::clone(self),
             notified: None,
@@ -102,7 +104,7 @@ impl Drain {
     }
 }
 
-struct DrainSignal {
+pub(crate) struct DrainSignal {
     drain: Arc<Drain>,
     /// Registered with the task's waker on the first poll. A task's waker stays valid
     /// for as long as the task lives, so later polls only load the flag.
@@ -160,7 +162,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientStream for tokio_rustls::server::T
 
 /// Serves requests on `io` until the connection ends (`None`) or a request needs
 /// hyper: then the stream comes back with the bytes already read in front.
-pub(crate) async fn serve<S>(mut io: S, lean: Lean<'_>) -> Option<Prefixed<S>>
+pub(crate) async fn serve<S>(mut io: S, mut lean: Lean<'_>) -> Option<Prefixed<S>>
 where
     S: ClientStream,
 {
@@ -181,6 +183,7 @@ where
                 biased;
                 read = read_head(&mut io, &mut buf, &mut out) => read,
                 () = &mut drained => return None,
+                () = lean.aged.as_mut() => return None,
             };
             match read {
                 Ok(0) | Err(_) => return None,
@@ -246,7 +249,7 @@ where
             tail.open = Some(lean.activity.response_streaming());
         }
     }
-    let close = client_close || lean.drain.is_draining();
+    let close = client_close || lean.drain.is_draining() || lean.aged.is_elapsed();
     match write_response(io, out, resp, head_request, close).await {
         Ok(keep) => keep,
         Err(e) => {

@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::h1;
@@ -43,7 +43,6 @@ pub async fn serve(
 ) {
     let mut limits = routes.load().listener(index).limits;
     let mut builder = Arc::new(builder(&limits));
-    let graceful = GracefulShutdown::new();
     let drain = Arc::new(h1::Drain::default());
     // Connection tasks are owned here: when the caller gives up draining and drops this
     // future, they are aborted with it.
@@ -55,11 +54,12 @@ pub async fn serve(
         };
         while connections.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true); // a failure only costs latency
-        let (idle_timeout, current_limits, accept_proxy, counting) = {
+        let (idle_timeout, keep_alive, current_limits, accept_proxy, counting) = {
             let table = routes.load();
             let settings = table.listener(index);
             (
                 settings.idle_timeout,
+                settings.client_keep_alive,
                 settings.limits,
                 settings.accept_proxy_protocol,
                 table.metrics_enabled,
@@ -77,10 +77,10 @@ pub async fn serve(
         let open = OpenConnection::new(Arc::clone(&metrics), index);
         let connection = Connection {
             builder: Arc::clone(&builder),
-            watcher: graceful.watcher(),
             proxy: Arc::clone(&proxy),
             activity,
             idle_timeout,
+            keep_alive,
             client,
             client_cert: None,
             tls: None,
@@ -132,18 +132,22 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Lean connections end after their current response; hyper's are shut down
+    // gracefully (HTTP/2: GOAWAY). Connections in their preamble are waited for too.
     drain.start();
-    graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
 }
 
 /// One accepted client connection, ready to be served once its preamble (PROXY header,
 /// TLS handshake) is done.
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
     proxy: Arc<Proxy>,
     activity: Arc<Activity>,
     idle_timeout: Duration,
+    /// The listener's `client_keep_alive`: the connection ends after the response in
+    /// progress once it is this old.
+    keep_alive: Duration,
     client: SocketAddr,
     /// What targets are told of the client's certificate (mTLS listeners).
     client_cert: Option<ClientCertHeaders>,
@@ -151,7 +155,7 @@ struct Connection {
     tls: Option<crate::tls::Session>,
     /// The largest request head hyper's parser buffers for this listener.
     max_head: usize,
-    /// Fires when the listener drains (for connections on the lean path).
+    /// Fires when the listener drains.
     drain: Arc<h1::Drain>,
 }
 
@@ -166,8 +170,11 @@ impl Connection {
         let client = Arc::new(Forwarded::new(self.client, self.tls.take()));
         let watchdog = watch_http(&activity, self.idle_timeout);
         tokio::pin!(watchdog);
+        // One timer per connection, looked at (a flag) once per response.
+        let aged = tokio::time::sleep(self.keep_alive);
+        tokio::pin!(aged);
         if !lean {
-            return Box::pin(self.serve_hyper(io, client, watchdog)).await;
+            return Box::pin(self.serve_hyper(io, client, watchdog, aged)).await;
         }
         let served = h1::serve(
             io,
@@ -178,6 +185,7 @@ impl Connection {
                 client_cert: self.client_cert.as_ref(),
                 max_head: self.max_head,
                 drain: &self.drain,
+                aged: aged.as_mut(),
             },
         );
         let rest = tokio::select! {
@@ -190,7 +198,7 @@ impl Connection {
         if let Some(io) = rest {
             // Boxed: most connections never get here, and hyper's connection state is
             // large (it would size every connection's task).
-            Box::pin(self.serve_hyper(io, client, watchdog)).await;
+            Box::pin(self.serve_hyper(io, client, watchdog, aged)).await;
         }
     }
 
@@ -198,16 +206,17 @@ impl Connection {
         self,
         io: S,
         client: Arc<Forwarded>,
-        watchdog: Pin<&mut impl Future<Output = ()>>,
+        mut watchdog: Pin<&mut impl Future<Output = ()>>,
+        mut aged: Pin<&mut Sleep>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
             builder,
-            watcher,
             proxy,
             activity,
             client_cert,
+            drain,
             ..
         } = self;
         let addr = client.addr;
@@ -237,15 +246,32 @@ impl Connection {
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let conn = watcher.watch(conn);
-        tokio::select! {
-            result = conn => {
-                if let Err(e) = result {
-                    tracing::debug!(client = %addr, error = %e, "client connection ended with an error");
+        tokio::pin!(conn);
+        let mut drained = drain.signal();
+        // Whether the connection is ending after its requests in progress (HTTP/1.1:
+        // hyper closes it after the current response; HTTP/2: GOAWAY).
+        let mut ending = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(client = %addr, error = %e, "client connection ended with an error");
+                    }
+                    return;
                 }
-            }
-            () = watchdog => {
-                tracing::debug!(client = %addr, "closing idle client connection");
+                () = watchdog.as_mut() => {
+                    tracing::debug!(client = %addr, "closing idle client connection");
+                    return;
+                }
+                () = aged.as_mut(), if !ending => {
+                    tracing::debug!(client = %addr, "client keep-alive duration reached: closing after the requests in progress");
+                    conn.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+                () = &mut drained, if !ending => {
+                    conn.as_mut().graceful_shutdown();
+                    ending = true;
+                }
             }
         }
     }

@@ -83,6 +83,9 @@ pub struct ListenerRoutes {
     pub desync_mode: config::DesyncMode,
     /// Idle timeout of client connections (read when a connection is accepted).
     pub idle_timeout: Duration,
+    /// Age at which client connections end after their current response (read when a
+    /// connection is accepted).
+    pub client_keep_alive: Duration,
     /// Whether connections start with a PROXY protocol header (read at accept).
     pub accept_proxy_protocol: bool,
     /// What becomes of `X-Forwarded-For`.

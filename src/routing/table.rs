@@ -52,6 +52,7 @@ pub(super) fn build(
                 limits: l.limits,
                 desync_mode: l.desync_mitigation_mode,
                 idle_timeout: l.idle_timeout,
+                client_keep_alive: l.client_keep_alive,
                 accept_proxy_protocol: l.accept_proxy_protocol,
                 xff: l.xff,
                 tls_headers: l.tls_headers,
