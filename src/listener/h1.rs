@@ -71,7 +71,9 @@ pub(crate) struct Lean<'a> {
     pub max_head: usize,
     /// Fires when the listener drains: the connection ends after its current response.
     pub drain: &'a Arc<Drain>,
-    /// Fires at the listener's `client_keep_alive`: the same.
+    /// Elapses at the listener's `client_keep_alive`: the connection ends after the
+    /// response in progress then (registered with the timer, so that `is_elapsed`
+    /// tells; not polled on every request).
     pub aged: Pin<&'a mut tokio::time::Sleep>,
 }
 
@@ -162,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientStream for tokio_rustls::server::T
 
 /// Serves requests on `io` until the connection ends (`None`) or a request needs
 /// hyper: then the stream comes back with the bytes already read in front.
-pub(crate) async fn serve<S>(mut io: S, mut lean: Lean<'_>) -> Option<Prefixed<S>>
+pub(crate) async fn serve<S>(mut io: S, lean: Lean<'_>) -> Option<Prefixed<S>>
 where
     S: ClientStream,
 {
@@ -183,7 +185,6 @@ where
                 biased;
                 read = read_head(&mut io, &mut buf, &mut out) => read,
                 () = &mut drained => return None,
-                () = lean.aged.as_mut() => return None,
             };
             match read {
                 Ok(0) | Err(_) => return None,

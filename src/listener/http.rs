@@ -170,9 +170,16 @@ impl Connection {
         let client = Arc::new(Forwarded::new(self.client, self.tls.take()));
         let watchdog = watch_http(&activity, self.idle_timeout);
         tokio::pin!(watchdog);
-        // One timer per connection, looked at (a flag) once per response.
+        // One timer per connection, looked at (a flag) once per response on the lean
+        // path. Polled once to register it: a sleep that was never polled never
+        // elapses. (It then wakes this task once, in vain.)
         let aged = tokio::time::sleep(self.keep_alive);
         tokio::pin!(aged);
+        std::future::poll_fn(|cx| {
+            let _ = aged.as_mut().poll(cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
         if !lean {
             return Box::pin(self.serve_hyper(io, client, watchdog, aged)).await;
         }
