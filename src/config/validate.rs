@@ -508,11 +508,7 @@ fn response_headers(
             "access_control_allow_headers",
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             &h.access_control_allow_headers,
-            |v| {
-                list_of(v, "field name", |n| {
-                    header::HeaderName::from_bytes(n.as_bytes()).is_ok()
-                })
-            },
+            field_names,
         ),
         (
             "access_control_allow_credentials",
@@ -524,11 +520,7 @@ fn response_headers(
             "access_control_expose_headers",
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
             &h.access_control_expose_headers,
-            |v| {
-                list_of(v, "field name", |n| {
-                    header::HeaderName::from_bytes(n.as_bytes()).is_ok()
-                })
-            },
+            field_names,
         ),
         (
             "access_control_max_age",
@@ -621,6 +613,13 @@ fn allow_origin(value: &str) -> Result<(), String> {
             "must be *, null or an origin such as https://app.example.com, not {value:?}"
         )),
     }
+}
+
+/// `*`, or a comma-separated list of header field names.
+fn field_names(value: &str) -> Result<(), String> {
+    list_of(value, "field name", |n| {
+        http::HeaderName::from_bytes(n.as_bytes()).is_ok()
+    })
 }
 
 /// `*`, or a comma-separated list of items that each pass `valid`.
