@@ -161,6 +161,7 @@ impl App {
             Arc::clone(&self.reloader),
             background.clone(),
         ));
+        let idle = tokio::spawn(sweep_idle_connections(routes.clone(), background.clone()));
         let certificates = tokio::spawn(watch_certificates(
             Arc::clone(&self.reloader),
             background.clone(),
@@ -190,7 +191,7 @@ impl App {
         admin_stop.cancel();
         background.cancel();
         // These tasks only end by cancellation; their results carry nothing.
-        let _ = tokio::join!(admin, health, sweeper, discovery, certificates);
+        let _ = tokio::join!(admin, health, sweeper, idle, discovery, certificates);
     }
 }
 
@@ -214,6 +215,30 @@ async fn sweep_drained(reloader: Arc<Reloader>, stop: CancellationToken) {
         });
         if drained {
             reloader.rebuild();
+        }
+    }
+}
+
+/// How often idle target connections are looked at: one its target closed, or idle
+/// past its group's `idle_timeout`, is closed within this time.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+/// Closes idle target connections that can no longer serve (see
+/// [`crate::upstream::Pool::sweep`]), so that none lingers half-closed while no
+/// request comes to take it.
+async fn sweep_idle_connections(routes: Routes, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(IDLE_SWEEP);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let table = routes.load_full();
+        for group in table.groups().values() {
+            for target in group.balancer.targets().targets() {
+                target.pool.sweep(group.config.idle_timeout);
+            }
         }
     }
 }

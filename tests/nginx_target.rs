@@ -11,7 +11,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::nginx::start_nginx;
 use support::{
-    backend, get_with, h2_client, load_errors, one_group_config, send, start_proxy, wait_for_state,
+    backend, eventually, get_with, h2_client, load_errors, one_group_config, send, sockets_to,
+    start_proxy, wait_for_state, TcpState,
 };
 
 /// A listener forwarding to group `g` of one target, `protocol_version = version`,
@@ -174,4 +175,51 @@ async fn requests_nginx_left_unprocessed_when_closing_a_connection_go_out_again(
     );
     assert_eq!(echo.hits(), 200, "each request reached the target once");
     proxy.stop().await;
+}
+
+#[tokio::test]
+async fn idle_target_connections_are_closed_once_nginx_closes_them_or_they_idle_too_long() {
+    // nginx closes keep-alive connections idle past its `keepalive_timeout`. Before,
+    // ecslb kept its side open (CLOSE_WAIT) until a request took the connection, which
+    // a quiet target might never see; and a connection idle past the group's
+    // `idle_timeout` was only closed when a request found it. Both now close within
+    // a second or so, whichever client (lean GET, hyper's POST) held them.
+    let server = |keepalive: &str| {
+        format!(
+            "server {{ listen @ADDR@; keepalive_timeout {keepalive}; \
+             location / {{ return 200 \"ok\\n\"; }} }}"
+        )
+    };
+    let closing = start_nginx(&server("1s")).await;
+    let keeping = start_nginx(&server("300s")).await;
+    for (nginx, group_extra) in [(&closing, ""), (&keeping, "idle_timeout = \"1s\"")] {
+        let proxy = start_proxy(&one_group_config(&[nginx.addr], "", group_extra)).await;
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..12 {
+            let url = proxy.url("/");
+            requests.spawn(async move {
+                if i % 3 == 0 {
+                    let with_body =
+                        Request::post(&url).body(Full::new(Bytes::from_static(b"a body")));
+                    send(&support::client(), with_body.unwrap()).await.status
+                } else {
+                    support::get(&url).await.status
+                }
+            });
+        }
+        for status in requests.join_all().await {
+            assert_eq!(status, 200);
+        }
+        let open = sockets_to(nginx.addr, TcpState::Established);
+        assert!(open > 0, "the proxy keeps its connections to nginx open");
+        eventually(
+            "the proxy closed its idle connections to nginx",
+            async || {
+                sockets_to(nginx.addr, TcpState::Established) == 0
+                    && sockets_to(nginx.addr, TcpState::CloseWait) == 0
+            },
+        )
+        .await;
+        proxy.stop().await;
+    }
 }

@@ -5,7 +5,8 @@
 //! Each [`Target`] carries its own [`Pool`], so taking a connection is a pop from that
 //! target's idle list (no shared map keyed by address, no hashing per request), and the
 //! pool survives reloads along with the target. An HTTP/1.1 connection idle for the
-//! group's `idle_timeout` is closed when next found rather than reused. HTTP/2 requests
+//! group's `idle_timeout`, or closed by its target, is closed by [`Pool::sweep`] (once
+//! a second) or when next found, rather than reused. HTTP/2 requests
 //! share a target's connections up to the streams the target allows on each. A
 //! [`Client`] holds only a target group's connection settings.
 
@@ -123,7 +124,7 @@ struct Idle<C> {
 /// a burst left behind do not linger while later requests keep taking the newest.
 fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
     let now = Instant::now();
-    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+    let mut idle = lock(idle);
     // Released in order, so the expired ones are at the bottom.
     let expired = |c: &Idle<C>| now.saturating_duration_since(c.since) >= max;
     if !idle.first().is_some_and(expired) {
@@ -137,8 +138,13 @@ fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
     fresh
 }
 
+/// A pool list's lock; a panic elsewhere leaves the list itself consistent.
+fn lock<C>(idle: &Mutex<Vec<Idle<C>>>) -> std::sync::MutexGuard<'_, Vec<Idle<C>>> {
+    idle.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn release_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
-    let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+    let mut idle = lock(idle);
     if idle.len() < MAX_IDLE_PER_TARGET {
         // Read under the lock, so that the list stays in release order.
         let since = Instant::now();
@@ -159,10 +165,27 @@ impl Pool {
         release_idle(&self.lean, conn);
     }
 
+    /// Closes the idle HTTP/1.1 connections that can no longer serve a request: idle
+    /// for `max_idle` or longer, or closed by the target (a lean connection that read
+    /// an EOF or stray bytes; a hyper connection whose task ended). Without this, a
+    /// target that closes idle connections leaves them in `CLOSE_WAIT` here until a
+    /// request happens to take them, which a quiet target may never see.
+    pub fn sweep(&self, max_idle: Duration) {
+        let now = Instant::now();
+        let expired = |since: Instant| now.saturating_duration_since(since) >= max_idle;
+        // Collected under the lock, closed outside it.
+        let lean: Vec<Idle<h1::Conn>> = lock(&self.lean)
+            .extract_if(.., |c| expired(c.since) || !c.conn.is_usable())
+            .collect();
+        let http1: Vec<Idle<http1::SendRequest<RequestBody>>> = lock(&self.http1)
+            .extract_if(.., |c| expired(c.since) || c.conn.is_closed())
+            .collect();
+        drop((lean, http1));
+    }
+
     /// Idle HTTP/1.1 connections.
     pub fn idle(&self) -> usize {
-        self.http1.lock().unwrap_or_else(|p| p.into_inner()).len()
-            + self.lean.lock().unwrap_or_else(|p| p.into_inner()).len()
+        lock(&self.http1).len() + lock(&self.lean).len()
     }
 
     /// A stream on the first open HTTP/2 connection with room for one more under the

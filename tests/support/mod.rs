@@ -993,6 +993,39 @@ pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A TCP state as `/proc/net/tcp` numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    Established = 0x01,
+    /// The peer closed; this side has not yet.
+    CloseWait = 0x08,
+}
+
+/// How many IPv4 sockets of this network namespace (the tests' and the proxy's) are
+/// connected to `remote` in `state`, from `/proc/net/tcp`.
+pub fn sockets_to(remote: SocketAddr, state: TcpState) -> usize {
+    let SocketAddr::V4(remote) = remote else {
+        panic!("{remote} is not IPv4");
+    };
+    // The address as the kernel prints it: the in-memory u32 (network order) in hex,
+    // then the port.
+    let wanted = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(remote.ip().octets()),
+        remote.port()
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp is readable");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&wanted.as_str())
+                && fields.get(3).and_then(|s| u8::from_str_radix(s, 16).ok()) == Some(state as u8)
+        })
+        .count()
+}
+
 /// One health check as a [`HealthBackend`] saw it.
 #[derive(Debug, Clone)]
 pub struct ProbeSeen {
