@@ -53,7 +53,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true); // a failure only costs latency
+        super::tune(&stream);
         let (idle_timeout, keep_alive, current_limits, accept_proxy, counting) = {
             let table = routes.load();
             let settings = table.listener(index);

@@ -70,7 +70,7 @@ pub async fn serve(
             () = stop.cancelled() => break,
         };
         while connections.try_join_next().is_some() {}
-        let _ = stream.set_nodelay(true); // a failure only costs latency
+        super::tune(&stream);
         let counters = shared.metrics.listener(index);
         counters.new_connections.fetch_add(1, Ordering::Relaxed);
         counters.active_connections.fetch_add(1, Ordering::Relaxed);
@@ -211,10 +211,6 @@ async fn relay(
     activity: &Arc<Activity>,
     idle_timeout: Duration,
 ) -> io::Result<()> {
-    limit_unsent(&client);
-    if let Conn::Plain(target) = &target {
-        limit_unsent(target);
-    }
     #[cfg(target_os = "linux")]
     let target = match target {
         Conn::Plain(target) => match splice::Pipes::new() {
@@ -233,27 +229,6 @@ async fn relay(
     };
     let client = IdleStream::new(client, Arc::clone(activity));
     copy(client, target, activity, idle_timeout).await
-}
-
-/// Bytes a relay leaves unsent in a socket's send queue before it waits
-/// (`TCP_NOTSENT_LOWAT`); the rest wait in the pipe or the buffer, and in the peer's
-/// socket behind them. A full send queue is sent by whichever CPU processes the ACK
-/// that opens the window (on loopback, the receiver's), while the relay sends from
-/// its own: packets of one flow leave from two CPUs and arrive out of order, which
-/// the sender takes for loss. iperf3 through the tcp listener, one stream
-/// (benches/l4_tls.sh): 9-12 Gbit/s with about 110 spurious retransmissions per GB
-/// without the limit; 12-13.5 Gbit/s and 8 per GB with 16 KiB or 128 KiB. 128 KiB
-/// still covers a 25 Gbit/s link for 40 µs while the relay is woken to refill it.
-const UNSENT_LIMIT: u32 = 128 * 1024;
-
-/// Sets [`UNSENT_LIMIT`] on a relayed socket. Without it the relay still works.
-fn limit_unsent(stream: &TcpStream) {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT) {
-        tracing::debug!(error = %e, "cannot limit unsent bytes (TCP_NOTSENT_LOWAT)");
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = stream;
 }
 
 /// Copies both ways through buffers (TLS on either side), with half-close.
@@ -451,28 +426,6 @@ mod splice {
                     from.readable().await?;
                 }
             }
-        }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn relayed_sockets_leave_at_most_the_limit_unsent() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bound");
-        let addr = listener.local_addr().expect("an address");
-        let (outbound, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let (outbound, (accepted, _)) = (outbound.expect("connected"), accepted.expect("accepted"));
-        for stream in [&outbound, &accepted] {
-            limit_unsent(stream);
-            let lowat = socket2::SockRef::from(stream)
-                .tcp_notsent_lowat()
-                .expect("readable");
-            assert_eq!(lowat, UNSENT_LIMIT);
         }
     }
 }

@@ -717,7 +717,7 @@ impl Client {
     pub async fn connect(&self, addr: SocketAddr) -> Result<Conn, Error> {
         let connect = async {
             let stream = TcpStream::connect(addr).await.map_err(Error::Connect)?;
-            let _ = stream.set_nodelay(true); // a failure only costs latency
+            crate::listener::tune(&stream);
             match &self.tls {
                 None => Ok(Conn::Plain(stream)),
                 Some(tls) => tls.handshake(addr, stream).await.map_err(Error::Tls),
