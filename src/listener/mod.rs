@@ -34,12 +34,12 @@ const LISTEN_BACKLOG: u32 = 65_535;
 /// peer's socket behind them. A full send queue is sent by whichever CPU processes
 /// the ACK that opens the window (on loopback, the receiver's), while the proxy sends
 /// from its own: packets of one flow leave from two CPUs, arrive out of order, and
-/// the sender takes the reordering for loss. iperf3 through the tcp listener, one
-/// stream (benches/l4_tls.sh): 9-12 Gbit/s and about 110 spurious retransmissions per
-/// GB without the limit; 12-13.5 Gbit/s and 8 per GB with it (16 KiB and 128 KiB
-/// alike); a 2 GB download through the http listener (curl, nginx target) 4.2-7.9
-/// Gbit/s with up to 200 retransmissions, 6.5-6.9 with at most 6. 128 KiB still covers a 25 Gbit/s link for 40 µs while the proxy is woken
-/// to refill it.
+/// the sender takes the reordering for loss. Measured on loopback (benches/README.md):
+/// iperf3 through the tcp listener went from 8-10.6 Gbit/s with about 110 spurious
+/// retransmissions per GB to 12.4-12.9 with 11-14 (16 KiB and 128 KiB alike); a 2 GB
+/// download through the http listener from 4.2-7.9 Gbit/s to 6.5-6.9, with at most 6
+/// retransmissions instead of up to 208. 128 KiB still covers a 25 Gbit/s link for
+/// 40 µs while the proxy is woken to refill it.
 const UNSENT_LIMIT: u32 = 128 * 1024;
 
 /// Options for every proxied connection, client or target side: no Nagle delay, and
