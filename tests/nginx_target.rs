@@ -183,7 +183,9 @@ async fn idle_target_connections_are_closed_once_nginx_closes_them_or_they_idle_
     // ecslb kept its side open (CLOSE_WAIT) until a request took the connection, which
     // a quiet target might never see; and a connection idle past the group's
     // `idle_timeout` was only closed when a request found it. Both now close within
-    // a second or so, whichever client (lean GET, hyper's POST) held them.
+    // a second or so, whichever client (lean GET, hyper's POST) held them; and so does
+    // an HTTP/2 connection that carried no stream for `idle_timeout`, which its pings
+    // kept open before.
     let server = |keepalive: &str| {
         format!(
             "server {{ listen @ADDR@; keepalive_timeout {keepalive}; \
@@ -192,7 +194,15 @@ async fn idle_target_connections_are_closed_once_nginx_closes_them_or_they_idle_
     };
     let closing = start_nginx(&server("1s")).await;
     let keeping = start_nginx(&server("300s")).await;
-    for (nginx, group_extra) in [(&closing, ""), (&keeping, "idle_timeout = \"1s\"")] {
+    let keeping_h2 = start_nginx(&server("300s").replace("@ADDR@", "@ADDR@ http2")).await;
+    for (nginx, group_extra) in [
+        (&closing, ""),
+        (&keeping, "idle_timeout = \"1s\""),
+        (
+            &keeping_h2,
+            "idle_timeout = \"1s\"\nprotocol_version = \"http2\"",
+        ),
+    ] {
         let proxy = start_proxy(&one_group_config(&[nginx.addr], "", group_extra)).await;
         let mut requests = tokio::task::JoinSet::new();
         for i in 0..12 {

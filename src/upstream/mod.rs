@@ -165,11 +165,14 @@ impl Pool {
         release_idle(&self.lean, conn);
     }
 
-    /// Closes the idle HTTP/1.1 connections that can no longer serve a request: idle
-    /// for `max_idle` or longer, or closed by the target (a lean connection that read
-    /// an EOF or stray bytes; a hyper connection whose task ended). Without this, a
-    /// target that closes idle connections leaves them in `CLOSE_WAIT` here until a
-    /// request happens to take them, which a quiet target may never see.
+    /// Closes the idle connections that can no longer serve a request, or need not:
+    /// HTTP/1.1 ones idle for `max_idle` or longer or closed by the target (a lean
+    /// connection that read an EOF or stray bytes; a hyper connection whose task
+    /// ended), and HTTP/2 ones that took no stream and had none open for `max_idle`,
+    /// as seen from one sweep to the next. Without this, a target that closes idle
+    /// connections leaves them in `CLOSE_WAIT` here until a request happens to take
+    /// them, which a quiet target may never see, and an idle HTTP/2 connection stays
+    /// open for good (its pings keep it alive).
     pub fn sweep(&self, max_idle: Duration) {
         let now = Instant::now();
         let expired = |since: Instant| now.saturating_duration_since(since) >= max_idle;
@@ -180,7 +183,20 @@ impl Pool {
         let http1: Vec<Idle<http1::SendRequest<RequestBody>>> = lock(&self.http1)
             .extract_if(.., |c| expired(c.since) || c.conn.is_closed())
             .collect();
-        drop((lean, http1));
+        let http2: Vec<Http2Conn> = self
+            .http2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conns
+            .extract_if(.., |c| {
+                if c.taken != c.quiet.0 || c.state.streams.load(Ordering::Relaxed) > 0 {
+                    c.quiet = (c.taken, now);
+                    return false;
+                }
+                expired(c.quiet.1)
+            })
+            .collect();
+        drop((lean, http1, http2));
     }
 
     /// Idle HTTP/1.1 connections.
@@ -228,7 +244,7 @@ impl Pool {
 
     /// Adds a newly opened HTTP/2 connection, with a stream on it for the request
     /// that opened it.
-    fn add_http2(&self, conn: Http2Conn) -> (http2::SendRequest<Http2Body>, Stream) {
+    fn add_http2(&self, mut conn: Http2Conn) -> (http2::SendRequest<Http2Body>, Stream) {
         let stream = conn.stream();
         self.http2
             .lock()
@@ -309,6 +325,11 @@ impl Drop for Opener<'_> {
 struct Http2Conn {
     sender: http2::SendRequest<Http2Body>,
     state: Arc<ConnState>,
+    /// Streams taken on it so far (counted under the pool's lock).
+    taken: u64,
+    /// `taken` as the idle sweep last saw it, and since when it has been so with no
+    /// stream open.
+    quiet: (u64, Instant),
 }
 
 impl Http2Conn {
@@ -318,7 +339,8 @@ impl Http2Conn {
             && !state.is_going_away()
     }
 
-    fn stream(&self) -> (http2::SendRequest<Http2Body>, Stream) {
+    fn stream(&mut self) -> (http2::SendRequest<Http2Body>, Stream) {
+        self.taken += 1;
         self.state.streams.fetch_add(1, Ordering::Relaxed);
         (self.sender.clone(), Stream(Arc::clone(&self.state)))
     }
@@ -709,7 +731,12 @@ impl Client {
                 tracing::debug!(error = %e, "target connection ended with an error");
             }
         });
-        Ok(Http2Conn { sender, state })
+        Ok(Http2Conn {
+            sender,
+            state,
+            taken: 0,
+            quiet: (0, Instant::now()),
+        })
     }
 
     /// Opens a connection to `addr`, TLS for `https` and `tls` groups; the TCP connect
