@@ -11,8 +11,8 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use support::nginx::start_nginx;
 use support::{
-    backend, eventually, get_with, h2_client, load_errors, one_group_config, send, sockets_to,
-    start_proxy, wait_for_state, TcpState,
+    backend, eventually_within, get_with, h2_client, load_errors, one_group_config, send,
+    sockets_to, start_proxy, wait_for_state, TcpState,
 };
 
 /// A listener forwarding to group `g` of one target, `protocol_version = version`,
@@ -222,7 +222,10 @@ async fn idle_target_connections_are_closed_once_nginx_closes_them_or_they_idle_
         }
         let open = sockets_to(nginx.addr, TcpState::Established);
         assert!(open > 0, "the proxy keeps its connections to nginx open");
-        eventually(
+        // Within 3 s here: the first sweep (each second) after the last request marks
+        // the HTTP/2 connection quiet, the first one a second after that closes it.
+        eventually_within(
+            std::time::Duration::from_secs(10),
             "the proxy closed its idle connections to nginx",
             async || {
                 sockets_to(nginx.addr, TcpState::Established) == 0

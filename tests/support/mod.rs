@@ -982,8 +982,13 @@ pub async fn in_flight(admin: SocketAddr) -> HashMap<String, u64> {
 }
 
 /// Polls `done` every 10 ms until it holds; panics naming `what` after 5 s.
-pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+pub async fn eventually(what: &str, done: impl AsyncFnMut() -> bool) {
+    eventually_within(Duration::from_secs(5), what, done).await;
+}
+
+/// [`eventually`], panicking after `limit`.
+pub async fn eventually_within(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !done().await {
         assert!(
             tokio::time::Instant::now() < deadline,
