@@ -138,9 +138,10 @@ fn take_idle<C>(idle: &Mutex<Vec<Idle<C>>>, max: Duration) -> Option<C> {
     fresh
 }
 
-/// A pool list's lock; a panic elsewhere leaves the list itself consistent.
-fn lock<C>(idle: &Mutex<Vec<Idle<C>>>) -> std::sync::MutexGuard<'_, Vec<Idle<C>>> {
-    idle.lock().unwrap_or_else(|p| p.into_inner())
+/// A pool's lock (an idle list, the HTTP/2 connections); a panic elsewhere leaves
+/// what it guards consistent.
+fn lock<T>(list: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    list.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn release_idle<C>(idle: &Mutex<Vec<Idle<C>>>, conn: C) {
@@ -183,10 +184,7 @@ impl Pool {
         let http1: Vec<Idle<http1::SendRequest<RequestBody>>> = lock(&self.http1)
             .extract_if(.., |c| expired(c.since) || c.conn.is_closed())
             .collect();
-        let http2: Vec<Http2Conn> = self
-            .http2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let http2: Vec<Http2Conn> = lock(&self.http2)
             .conns
             .extract_if(.., |c| {
                 if c.taken != c.quiet.0 || c.state.streams.load(Ordering::Relaxed) > 0 {
@@ -210,7 +208,7 @@ impl Pool {
     /// When every connection is full (or there is none), a wait for the connection
     /// being opened if it will have room, else the task of opening one.
     fn take_http2(&self) -> Taken<'_> {
-        let mut pool = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = lock(&self.http2);
         pool.conns
             .retain(|c| !c.sender.is_closed() && !c.state.is_going_away());
         if let Some(chosen) = pool.conns.iter().position(Http2Conn::has_room) {
@@ -246,11 +244,7 @@ impl Pool {
     /// that opened it.
     fn add_http2(&self, mut conn: Http2Conn) -> (http2::SendRequest<Http2Body>, Stream) {
         let stream = conn.stream();
-        self.http2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .conns
-            .push(conn);
+        lock(&self.http2).conns.push(conn);
         stream
     }
 }
@@ -307,7 +301,7 @@ impl Opener<'_> {
 
 impl Drop for Opener<'_> {
     fn drop(&mut self) {
-        let mut pool = self.pool.http2.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pool = lock(&self.pool.http2);
         if pool
             .opening
             .as_ref()
