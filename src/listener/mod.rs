@@ -35,7 +35,7 @@ const LISTEN_BACKLOG: u32 = 65_535;
 /// the ACK that opens the window (on loopback, the receiver's), while the proxy sends
 /// from its own: packets of one flow leave from two CPUs, arrive out of order, and
 /// the sender takes the reordering for loss. Measured on loopback (benches/README.md):
-/// iperf3 through the tcp listener went from 8-10.6 Gbit/s with about 110 spurious
+/// iperf3 through the tcp listener went from 7.9-10.6 Gbit/s with about 110 spurious
 /// retransmissions per GB to 12.4-12.9 with 11-14 (16 KiB and 128 KiB alike); a 2 GB
 /// download through the http listener from 4.2-7.9 Gbit/s to 6.5-6.9, with at most 6
 /// retransmissions instead of up to 208. 128 KiB still covers a 25 Gbit/s link for
