@@ -18,8 +18,12 @@
 #                        requests/s and p99 against the better other proxy's
 #                        (benches/rounds.py; this machine's noise moves single runs
 #                        by several percent)
-#   PROXIES="ecslb nginx haproxy"   which proxies to run, in order; "ecslb-nometrics" is
-#                        ecslb with `[metrics] enabled = false` (the cost of metrics)
+#   PROXIES="ecslb ecslb-poll nginx haproxy"   which proxies to run, in order;
+#                        "ecslb-poll" is ecslb with `--poll-before-sleep $POLL_WINDOW`
+#                        (it polls for events that long after its last work before
+#                        sleeping), "ecslb-nometrics" ecslb with
+#                        `[metrics] enabled = false` (the cost of metrics)
+#   POLL_WINDOW=50us     ecslb-poll's --poll-before-sleep
 #   ECSLB_BIN=path       use this ecslb binary; skip `cargo build --release`
 #   READY_TIMEOUT=15     seconds to wait for a proxy to answer
 #   KEEP_TMP=1           keep the temp dir (configs, logs) for debugging
@@ -43,7 +47,12 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-50}
 WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-1}
-PROXIES=${PROXIES:-"ecslb nginx haproxy"}
+if [[ ${BUSY_POLL:-0} == 1 ]]; then
+    PROXIES=${PROXIES:-"ecslb nginx haproxy"}
+else
+    PROXIES=${PROXIES:-"ecslb ecslb-poll nginx haproxy"}
+fi
+POLL_WINDOW=${POLL_WINDOW:-50us}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
 KEEP_TMP=${KEEP_TMP:-0}
 LOG_TAG=load
@@ -59,11 +68,14 @@ read -r -a PROXY_LIST <<<"$PROXIES"
 ((${#PROXY_LIST[@]} > 0)) || die "PROXIES is empty"
 for p in "${PROXY_LIST[@]}"; do
     case $p in
-    ecslb | ecslb-nometrics | nginx | haproxy) ;;
-    *) die "unknown proxy '$p' in PROXIES (known: ecslb ecslb-nometrics nginx haproxy)" ;;
+    ecslb | ecslb-poll | ecslb-nometrics | nginx | haproxy) ;;
+    *) die "unknown proxy '$p' in PROXIES (known: ecslb ecslb-poll ecslb-nometrics nginx haproxy)" ;;
     esac
 done
 want() { [[ " ${PROXY_LIST[*]} " == *" $1 "* ]]; }
+if want ecslb-poll && [[ ${BUSY_POLL:-0} == 1 ]]; then
+    die "ecslb-poll and BUSY_POLL=1 do not go together: --busy-poll polls all the time"
+fi
 
 # --------------------------------------------------------------------------
 # 1. Tools and the ecslb binary
@@ -71,7 +83,7 @@ want() { [[ " ${PROXY_LIST[*]} " == *" $1 "* ]]; }
 needed_cmds=(nginx wrk curl python3 taskset setsid)
 want haproxy && needed_cmds+=(haproxy)
 install_missing "${needed_cmds[@]}"
-if want ecslb || want ecslb-nometrics; then
+if want ecslb || want ecslb-poll || want ecslb-nometrics; then
     build_ecslb
 fi
 make_workdir load
@@ -94,8 +106,9 @@ run_wrk() {
 # --------------------------------------------------------------------------
 # 3. Backends: one nginx, three server blocks, core 1.
 # --------------------------------------------------------------------------
-read -r P1 P2 P3 PORT_ECSLB PORT_NGINX PORT_HAPROXY PORT_ECSLB_NM <<<"$(free_ports 7)"
-declare -A PROXY_PORT=([ecslb]=$PORT_ECSLB [ecslb-nometrics]=$PORT_ECSLB_NM [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
+read -r P1 P2 P3 PORT_ECSLB PORT_NGINX PORT_HAPROXY PORT_ECSLB_NM PORT_ECSLB_POLL <<<"$(free_ports 8)"
+declare -A PROXY_PORT=([ecslb]=$PORT_ECSLB [ecslb-poll]=$PORT_ECSLB_POLL [ecslb-nometrics]=$PORT_ECSLB_NM
+    [nginx]=$PORT_NGINX [haproxy]=$PORT_HAPROXY)
 start_backends
 
 # --------------------------------------------------------------------------
@@ -111,12 +124,14 @@ FAILED=0
 start_proxy() {
     local name=$1 port=$2 dir=$3
     case $name in
-    ecslb | ecslb-nometrics)
+    ecslb | ecslb-poll | ecslb-nometrics)
         render "$TPL_DIR/ecslb.toml.tmpl" "$dir/ecslb.toml" "$dir" "$port"
         # The same proxy with request counting off, to measure what metrics cost.
         [[ $name == ecslb-nometrics ]] && printf '\n[metrics]\nenabled = false\n' >>"$dir/ecslb.toml"
+        local args=("${ECSLB_ARGS[@]}")
+        [[ $name == ecslb-poll ]] && args+=(--poll-before-sleep "$POLL_WINDOW")
         RUST_LOG=${RUST_LOG:-warn} start_bg "$dir/stdout.log" \
-            taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1 "${ECSLB_ARGS[@]}"
+            taskset -c 0 "$ECSLB_BIN" run -c "$dir/ecslb.toml" --workers 1 "${args[@]}"
         ;;
     nginx)
         render "$TPL_DIR/nginx.conf.tmpl" "$dir/nginx.conf" "$dir" "$port" "FWD=$FWD"
@@ -232,7 +247,7 @@ OUT="$OUT_DIR/load-$STAMP.txt"
 
 version_of() {
     case $1 in
-    ecslb | ecslb-nometrics) timeout 5 "$ECSLB_BIN" --version 2>/dev/null | head -n 1 || true ;;
+    ecslb | ecslb-poll | ecslb-nometrics) timeout 5 "$ECSLB_BIN" --version 2>/dev/null | head -n 1 || true ;;
     nginx) nginx -v 2>&1 | head -n 1 ;;
     haproxy) haproxy -v 2>/dev/null | head -n 1 ;;
     esac
@@ -247,17 +262,18 @@ version_of() {
         "3 backends, round robin, GET / -> 13-byte body;" \
         "nginx/HAProxy forwarding headers: $([[ -z $FWD ]] && echo "added, as ecslb's" || echo off)"
     busy_poll_note
+    if want ecslb-poll; then echo "ecslb-poll: ecslb --poll-before-sleep $POLL_WINDOW"; fi
     for name in "${PROXY_LIST[@]}"; do
         echo "  $name: $(version_of "$name")"
     done
     echo
-    printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' round proxy "requests/s" "p99 (ms)" \
+    printf '%-5s %-10s %12s %10s %8s %16s %11s %11s  %s\n' round proxy "requests/s" "p99 (ms)" \
         errors "CPU us/req u+s" "cores 0/1" "IPIs/1k" notes
-    printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' ----- -------- ------------ ---------- \
+    printf '%-5s %-10s %12s %10s %8s %16s %11s %11s  %s\n' ----- ---------- ------------ ---------- \
         -------- ---------------- ----------- ----------- -----
     for row in "${RESULTS[@]}"; do
         IFS='|' read -r n r p e c b i t k <<<"$row"
-        printf '%-5s %-8s %12s %10s %8s %16s %11s %11s  %s\n' "$k" "$n" "$r" "$p" "$e" "$c" "$b" "$i" "$t"
+        printf '%-5s %-10s %12s %10s %8s %16s %11s %11s  %s\n' "$k" "$n" "$r" "$p" "$e" "$c" "$b" "$i" "$t"
     done
     echo
     echo "cores 0/1: how busy the proxy's core and the wrk + backends core were during the run."

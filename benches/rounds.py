@@ -2,9 +2,10 @@
 """Summarises benches/load.sh rounds read from stdin, one result per line:
 proxy|requests/s|p99 ms|errors|CPU "user+sys"|cores busy|IPIs|note|round.
 
-Prints each proxy's median over the rounds, then, round by round, ecslb's
-requests/s and p99 against those of the better other proxy (the one with more
-requests/s): the target is at least its requests/s with a p99 no worse than its.
+Prints each proxy's median over the rounds, then, round by round, the requests/s
+and p99 of ecslb (and of each ecslb variant but ecslb-nometrics) against those of
+the better other proxy (the one with more requests/s): the target is at least its
+requests/s with a p99 no worse than its.
 The lowest p99 of the others is shown too. Compared with the lower of two noisy
 values, even a proxy with the same p99 distribution wins only about a third of
 the rounds.
@@ -42,24 +43,27 @@ for proxy in order:
     med = [statistics.median(v[i] for v in seen if v[i] is not None) for i in range(4)]
     print(f"{proxy:<16} {med[0]:>12.2f} {med[1]:>10.3f} {med[2]:>8.2f}+{med[3]:.2f}")
 
-if "ecslb" in order and len(order) > 1:
+# Each ecslb variant (ecslb, ecslb-poll, ...) against the better of the other proxies.
+others_of = [p for p in order if not p.startswith("ecslb")]
+for variant in [p for p in order if p.startswith("ecslb") and p != "ecslb-nometrics"]:
+    if not others_of:
+        break
     print()
-    print(f"{'round':>5}  {'ecslb / better other, requests/s':<32}  {'p99 difference':<15}"
+    print(f"{'round':>5}  {variant + ' / better other, requests/s':<38}  {'p99 difference':<15}"
           f"  {'vs lowest other p99':<27}  target met")
-    met = 0
+    met = counted = 0
     for rnd, results in runs.items():
-        if "ecslb" not in results:
+        others = {k: v for k, v in results.items() if k in others_of}
+        if variant not in results or not others:
             continue
-        rps, p99 = results["ecslb"][:2]
-        others = {k: v for k, v in results.items() if k not in ("ecslb", "ecslb-nometrics")}
-        if not others:
-            continue
+        rps, p99 = results[variant][:2]
         best = max(others, key=lambda k: others[k][0])
         lowest = min(others, key=lambda k: others[k][1])
         ok = rps >= others[best][0] and p99 <= others[best][1]
         met += ok
+        counted += 1
         ratio = f"{100 * rps / others[best][0]:.1f} % of {best}"
         diff = f"{p99 - others[best][1]:+.3f} ms"
         low = f"{p99 - others[lowest][1]:+.3f} ms ({lowest})"
-        print(f"{rnd:>5}  {ratio:<32}  {diff:<15}  {low:<27}  {'yes' if ok else 'no'}")
-    print(f"target met in {met} of {len(runs)} rounds")
+        print(f"{rnd:>5}  {ratio:<38}  {diff:<15}  {low:<27}  {'yes' if ok else 'no'}")
+    print(f"{variant}: target met in {met} of {counted} rounds")

@@ -36,6 +36,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;
 pub mod shutdown;
 pub mod target;
 pub mod tls;

@@ -298,6 +298,8 @@ fn ecslb(args: &[&str]) -> Output {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("ECSLB_CONFIG")
         .env_remove("ECSLB_WORKERS")
+        .env_remove("ECSLB_BUSY_POLL")
+        .env_remove("ECSLB_POLL_BEFORE_SLEEP")
         .env_remove("ECSLB_LOG")
         .env_remove("ECSLB_LOG_FORMAT")
         .output()
@@ -430,6 +432,9 @@ fn help_mentions_every_flag_where_it_applies() {
                 "--config",
                 "-c,",
                 "--workers",
+                "--busy-poll",
+                "--poll-before-sleep",
+                "--watch",
                 "--log-format",
                 "--log-level",
             ],
@@ -451,6 +456,56 @@ fn help_mentions_every_flag_where_it_applies() {
             );
         }
     }
+}
+
+/// `--poll-before-sleep` takes at most 500us, and only with one worker: each mistake is
+/// refused before anything is served, with the reason.
+#[test]
+fn poll_before_sleep_is_refused_above_its_limit_and_with_several_workers() {
+    let config = repo_file("config/local.toml");
+    let config = config.to_str().unwrap();
+    let out = ecslb(&[
+        "run",
+        "-c",
+        config,
+        "--workers",
+        "1",
+        "--poll-before-sleep",
+        "2ms",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at most 500us"), "{}", stderr(&out));
+
+    let out = ecslb(&[
+        "run",
+        "-c",
+        config,
+        "--workers",
+        "2",
+        "--poll-before-sleep",
+        "50us",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--poll-before-sleep needs --workers 1"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = ecslb(&[
+        "run",
+        "-c",
+        config,
+        "--busy-poll",
+        "--poll-before-sleep",
+        "50us",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -571,8 +571,13 @@ async fn spawn_binary(
                 sh
             }
         };
+        command.arg("run");
+        // Two workers unless the test sets ECSLB_WORKERS (an argument would override it).
+        if !env.iter().any(|(k, _)| *k == "ECSLB_WORKERS") {
+            command.args(["--workers", "2"]);
+        }
         let child = command
-            .args(["run", "--workers", "2", "-c"])
+            .arg("-c")
             .arg(&config_path)
             .env("ECSLB_LOG", "info,ecslb::proxy=debug")
             .env("ECSLB_LOG_FORMAT", "human")
