@@ -170,6 +170,12 @@ fn run(
     poll_before_sleep: std::time::Duration,
     watch: bool,
 ) -> anyhow::Result<()> {
+    if !poll_before_sleep.is_zero() && workers != Some(1) {
+        anyhow::bail!(
+            "--poll-before-sleep needs --workers 1: tokio's multi-threaded runtime would \
+             hand the work that keeps a worker polling to another worker"
+        );
+    }
     let open_files = raise_open_files_limit();
     let mut runtime = if workers == Some(1) {
         tokio::runtime::Builder::new_current_thread()
@@ -179,12 +185,6 @@ fn run(
     runtime.enable_all();
     if let Some(n) = workers.filter(|&n| n > 1) {
         runtime.worker_threads(n);
-    }
-    if !poll_before_sleep.is_zero() && workers != Some(1) {
-        anyhow::bail!(
-            "--poll-before-sleep needs --workers 1: tokio's multi-threaded runtime would \
-             hand the work that keeps a worker polling to another worker"
-        );
     }
     ecslb::runtime::poll_before_sleeping(&mut runtime, poll_before_sleep);
     let runtime = runtime.build().context("cannot start the runtime")?;

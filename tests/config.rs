@@ -458,54 +458,39 @@ fn help_mentions_every_flag_where_it_applies() {
     }
 }
 
-/// `--poll-before-sleep` takes at most 500us, and only with one worker: each mistake is
-/// refused before anything is served, with the reason.
+/// `--poll-before-sleep` takes at most 500us, only with one worker and not with
+/// `--busy-poll`: each mistake is refused before anything is served, with the reason.
 #[test]
 fn poll_before_sleep_is_refused_above_its_limit_and_with_several_workers() {
     let config = repo_file("config/local.toml");
-    let config = config.to_str().unwrap();
-    let out = ecslb(&[
-        "run",
-        "-c",
-        config,
-        "--workers",
-        "1",
-        "--poll-before-sleep",
-        "2ms",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("at most 500us"), "{}", stderr(&out));
-
-    let out = ecslb(&[
-        "run",
-        "-c",
-        config,
-        "--workers",
-        "2",
-        "--poll-before-sleep",
-        "50us",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("--poll-before-sleep needs --workers 1"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = ecslb(&[
-        "run",
-        "-c",
-        config,
-        "--busy-poll",
-        "--poll-before-sleep",
-        "50us",
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot be used with"),
-        "{}",
-        stderr(&out)
-    );
+    let cases: [(&[&str], i32, &str); 3] = [
+        (
+            &["--workers", "1", "--poll-before-sleep", "2ms"],
+            2,
+            "at most 500us",
+        ),
+        (
+            &["--workers", "2", "--poll-before-sleep", "50us"],
+            1,
+            "--poll-before-sleep needs --workers 1",
+        ),
+        (
+            &["--busy-poll", "--poll-before-sleep", "50us"],
+            2,
+            "cannot be used with",
+        ),
+    ];
+    for (flags, code, message) in cases {
+        let mut args = vec!["run", "-c", config.to_str().unwrap()];
+        args.extend(flags);
+        let out = ecslb(&args);
+        assert_eq!(out.status.code(), Some(code), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

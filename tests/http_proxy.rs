@@ -944,16 +944,20 @@ fn worker_ticks(pid: u32) -> Vec<u64> {
         if !name.ends_with("(tokio-rt-worker") {
             continue;
         }
-        // After the name: state, ppid, ... utime is the 12th, stime the 13th.
-        let fields: Vec<u64> = rest
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().expect("a number of ticks"))
-            .collect();
-        ticks.push(fields[0] + fields[1]);
+        ticks.push(cpu_ticks(rest));
     }
     ticks
+}
+
+/// User + system CPU time, in clock ticks, from a /proc stat line's fields after the
+/// name: state, ppid, ... utime is the 12th, stime the 13th.
+fn cpu_ticks(after_name: &str) -> u64 {
+    after_name
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().expect("a number of ticks"))
+        .sum()
 }
 
 /// How busy each worker thread of `pid` is over `window`, as a share of it; the
@@ -1023,12 +1027,7 @@ async fn process_busy(pid: u32, window: Duration) -> f64 {
     let ticks = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the stat file");
         let (_, rest) = stat.rsplit_once(") ").expect("pid (comm) fields");
-        // After the name: state, ppid, ... utime is the 12th, stime the 13th.
-        rest.split(' ')
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse::<u64>().expect("a number of ticks"))
-            .sum::<u64>()
+        cpu_ticks(rest)
     };
     let before = ticks();
     tokio::time::sleep(window).await;
