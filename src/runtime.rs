@@ -234,31 +234,53 @@ mod tests {
 
     /// The hook, on a real runtime: a worker waiting for an event that comes 100 µs
     /// later polls (does not go to sleep) in at least one of 20 tries. Without the
-    /// hook it would sleep in every one, having nothing else to do; with it, only a
-    /// machine too busy to run the sending thread within 500 µs makes it sleep.
+    /// hook it would sleep in every one, having nothing else to do. The event is a
+    /// kernel timer (a timerfd), so no other thread has to be scheduled in time.
     #[test]
     fn a_runtime_polls_while_waiting_for_an_event_within_the_window() {
+        use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, Timespec};
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder.enable_all();
         poll_before_sleeping(&mut builder, MAX_WINDOW);
         let runtime = builder.build().expect("runtime");
         runtime.spawn(idle_task());
         let tries_without_sleep = runtime.block_on(async {
+            let flags = TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC;
+            let timer =
+                rustix::time::timerfd_create(TimerfdClockId::Monotonic, flags).expect("timerfd");
+            // Deprecated because an fd that is only `AsRawFd` may be closed under tokio;
+            // this one is an `OwnedFd` it owns. The replacement is `unsafe`, which this
+            // crate forbids.
+            #[allow(deprecated)]
+            let timer = tokio::io::unix::AsyncFd::new(timer).expect("registered");
+            let in_100us = Itimerspec {
+                it_interval: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 100_000,
+                },
+            };
             tokio::task::yield_now().await;
             let metrics = tokio::runtime::Handle::current().metrics();
             let mut without_sleep = 0;
             for _ in 0..20 {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let sender = std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_micros(100));
-                    let _ = tx.send(());
-                });
+                let flags = rustix::time::TimerfdTimerFlags::empty();
+                rustix::time::timerfd_settime(timer.get_ref(), flags, &in_100us).expect("set");
                 let before = metrics.worker_park_count(0);
-                rx.await.expect("sent");
+                let mut expirations = [0u8; 8];
+                loop {
+                    let mut ready = timer.readable().await.expect("readable");
+                    match rustix::io::read(timer.get_ref(), &mut expirations) {
+                        Ok(_) => break,
+                        Err(_) => ready.clear_ready(),
+                    }
+                }
                 if metrics.worker_park_count(0) == before {
                     without_sleep += 1;
                 }
-                sender.join().expect("sender");
             }
             without_sleep
         });
