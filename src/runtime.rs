@@ -146,6 +146,14 @@ mod tests {
         }
     }
 
+    /// Moves `cpu` and `now` on by `round` and has `w` try to park then: whether it
+    /// polls.
+    fn park_after(w: &mut Worker, cpu: &mut Duration, now: &mut Instant, round: Duration) -> bool {
+        *cpu += round;
+        *now += round;
+        w.keep_polling(*cpu, *now, WINDOW)
+    }
+
     /// Feeds `w` park attempts `round` apart in both CPU and wall time, from `cpu` and
     /// `now`, until it sleeps or `limit` has passed; returns when it slept, if it did.
     fn poll_until_sleep(
@@ -157,9 +165,7 @@ mod tests {
     ) -> Option<Duration> {
         let start = *now;
         while now.duration_since(start) <= limit {
-            *cpu += round;
-            *now += round;
-            if !w.keep_polling(*cpu, *now, WINDOW) {
+            if !park_after(w, cpu, now, round) {
                 return Some(now.duration_since(start));
             }
         }
@@ -183,9 +189,7 @@ mod tests {
             poll_until_sleep(&mut w, &mut cpu, &mut now, US, 40 * US),
             None
         );
-        cpu += 20 * US;
-        now += 20 * US;
-        assert!(w.keep_polling(cpu, now, WINDOW));
+        assert!(park_after(&mut w, &mut cpu, &mut now, 20 * US));
         let slept = poll_until_sleep(&mut w, &mut cpu, &mut now, US, 10 * WINDOW);
         assert_eq!(slept, Some(WINDOW));
         // Woken a second later, even by a cheap event: a new window.
@@ -215,9 +219,7 @@ mod tests {
         // A debug build: the quickest empty round takes 4 µs, and noise makes some 8.
         let (mut w, mut cpu, mut now) = (worker(), 300 * US, Instant::now());
         assert!(w.keep_polling(cpu, now, WINDOW));
-        cpu += 4 * US;
-        now += 4 * US;
-        assert!(w.keep_polling(cpu, now, WINDOW));
+        assert!(park_after(&mut w, &mut cpu, &mut now, 4 * US));
         // 8 µs rounds are over 5 µs but under three times 4: quiet, so it sleeps.
         let slept = poll_until_sleep(&mut w, &mut cpu, &mut now, 8 * US, 10 * WINDOW);
         assert!(slept.is_some_and(|at| at <= WINDOW), "{slept:?}");
