@@ -38,11 +38,12 @@ impl App {
         let config = Config::load(path)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let socket = listener::bind(l.bind)
+            let client_speaks_first = l.protocol.client_speaks_first() || l.accept_proxy_protocol;
+            let socket = listener::bind(l.bind, client_speaks_first)
                 .with_context(|| format!("cannot bind listener {:?} to {}", l.name, l.bind))?;
             listeners.push(socket);
         }
-        let admin = listener::bind(config.admin.listen).with_context(|| {
+        let admin = listener::bind(config.admin.listen, true).with_context(|| {
             format!("cannot bind the admin listener to {}", config.admin.listen)
         })?;
         let terminators = config

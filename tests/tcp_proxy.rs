@@ -500,6 +500,86 @@ discovery = {{ static = ["{}"] }}
     assert_eq!(a.hits() + b.hits(), 2);
 }
 
+/// The value of one series in a /metrics text (0 when absent).
+fn series(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn http_listeners_accept_once_the_client_speaks_and_tcp_listeners_at_once() {
+    let greeter = echo_target("hello").await;
+    let web = support::backend("web").await;
+    let proxy = start_proxy(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+default_action = {{ forward = "web" }}
+
+[[listeners]]
+name = "l4"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+default_action = {{ forward = "greeter" }}
+
+[target_groups.web]
+discovery = {{ static = ["{}"] }}
+
+[target_groups.greeter]
+protocol = "tcp"
+discovery = {{ static = ["{greeter}"] }}
+"#,
+        web.addr
+    ))
+    .await;
+    let accepted = |text: &str, listener: &str| {
+        series(
+            text,
+            &format!("ecslb_new_connections_total{{listener=\"{listener}\"}}"),
+        )
+    };
+    // Both clients stay silent. The HTTP one is held back by the kernel until it sends
+    // (or for about a second); the TCP one is accepted and proxied at once, so a target
+    // that speaks first (SMTP, MySQL, this greeter) is heard without delay. Had the TCP
+    // listener been held back too, its greeting would come after the HTTP client's
+    // hold ended, and that client would show as accepted below.
+    let mut http = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let mut tcp = TcpStream::connect(proxy.addrs[1]).await.unwrap();
+    let greeting = tokio::time::timeout(Duration::from_secs(5), line(&mut tcp))
+        .await
+        .expect("the target's greeting");
+    assert_eq!(greeting, "hello");
+    let text = get(&proxy.admin_url("/metrics")).await.body;
+    assert_eq!(accepted(&text, "l4"), 1, "{text}");
+    assert_eq!(
+        accepted(&text, "web"),
+        0,
+        "a silent HTTP client was accepted: {text}"
+    );
+
+    http.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), http.read_to_end(&mut reply))
+        .await
+        .expect("the response")
+        .unwrap();
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    let text = get(&proxy.admin_url("/metrics")).await.body;
+    assert_eq!(accepted(&text, "web"), 1, "{text}");
+}
+
 #[tokio::test]
 async fn an_idle_tcp_connection_is_closed_after_the_idle_timeout() {
     let echo = echo_target("e").await;

@@ -114,6 +114,12 @@ impl Protocol {
         matches!(self, Protocol::Http | Protocol::Https)
     }
 
+    /// Whether the client sends the first bytes (an HTTP request, a TLS client hello):
+    /// true for all but `tcp`, which may carry a protocol where the server speaks first.
+    pub fn client_speaks_first(self) -> bool {
+        self != Protocol::Tcp
+    }
+
     /// Whether this listener terminates TLS with its own certificates.
     pub fn terminates_tls(self) -> bool {
         matches!(self, Protocol::Https | Protocol::Tls)

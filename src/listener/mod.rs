@@ -3,6 +3,8 @@
 //! Listeners are bound once at start (reloads never rebind sockets); each serves until
 //! its stop token fires, then drains its connections.
 
+#[cfg(target_os = "linux")]
+mod defer;
 mod h1;
 pub mod http;
 pub(crate) mod idle;
@@ -53,8 +55,10 @@ pub(crate) fn tune(stream: &TcpStream) {
 }
 
 /// Binds a listening socket (with `SO_REUSEADDR`, as tokio's `bind` does) with
-/// [`LISTEN_BACKLOG`].
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// [`LISTEN_BACKLOG`]. With `client_speaks_first` (HTTP, TLS, a PROXY header), the
+/// kernel holds each connection back until its first bytes arrive (Linux's deferred
+/// accept), so accepting and reading them take one wake-up of the proxy, not two.
+pub(crate) fn bind(addr: SocketAddr, client_speaks_first: bool) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -62,7 +66,16 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    let listener = socket.listen(LISTEN_BACKLOG)?;
+    #[cfg(target_os = "linux")]
+    if client_speaks_first {
+        if let Err(e) = defer::wait_for_data(&listener) {
+            tracing::debug!(%addr, error = %e, "cannot defer accepts (TCP_DEFER_ACCEPT)");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = client_speaks_first;
+    Ok(listener)
 }
 
 /// Accepts the next connection; on errors such as EMFILE it waits instead of spinning.
