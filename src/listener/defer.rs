@@ -3,9 +3,10 @@
 //! The kernel hands such a listener a connection only once its first bytes (an HTTP
 //! request, a TLS client hello, a PROXY header) have arrived, so accepting it and
 //! reading them take one wake-up of the proxy instead of two, and a connection that
-//! never sends anything is never accepted at all. Measured with `wrk` opening a new
-//! TLS connection per request (benches/README.md), it took the proxy's wake-ups from
-//! about 2.4 to 1.8 per connection.
+//! never sends anything is not accepted until the kernel's hold ends. With `wrk`
+//! opening a new TLS connection per request (`PARTS=tls benches/l4_tls.sh`, see
+//! benches/README.md), the proxy's core took a median of 1.67 wake-up interrupts per
+//! connection instead of 2.15.
 //!
 //! Neither socket2 nor rustix wraps this option, so this module is the crate's one use
 //! of `unsafe`: a single `setsockopt` call on a socket it borrows.
