@@ -398,9 +398,7 @@ async fn a_steady_cluster_costs_one_list_tasks_per_refresh_and_no_describe() {
 
 /// The value of a sample in a Prometheus exposition (0 when absent).
 fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    support::sample(text, series).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,8 +26,7 @@ async fn series(proxy: &Proxy) -> Vec<String> {
 }
 
 fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    support::sample(text, series)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -500,13 +500,6 @@ discovery = {{ static = ["{}"] }}
     assert_eq!(a.hits() + b.hits(), 2);
 }
 
-/// The value of one series in a /metrics text (0 when absent).
-fn series(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn http_listeners_accept_once_the_client_speaks_and_tcp_listeners_at_once() {
     let greeter = echo_target("hello").await;
@@ -539,10 +532,8 @@ discovery = {{ static = ["{greeter}"] }}
     ))
     .await;
     let accepted = |text: &str, listener: &str| {
-        series(
-            text,
-            &format!("ecslb_new_connections_total{{listener=\"{listener}\"}}"),
-        )
+        let series = format!("ecslb_new_connections_total{{listener=\"{listener}\"}}");
+        support::sample::<u64>(text, &series).unwrap_or(0)
     };
     // Both clients stay silent. The HTTP one is held back by the kernel until it sends
     // (or for about a second); the TCP one is accepted and proxied at once, so a target

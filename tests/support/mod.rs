@@ -477,6 +477,12 @@ pub async fn post(url: &str) -> Reply {
     send(&client(), req).await
 }
 
+/// The value of one series (name and labels, as printed) in a /metrics text.
+pub fn sample<T: std::str::FromStr>(text: &str, series: &str) -> Option<T> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// A port on 127.0.0.1 that was free a moment ago: bound, then released, so another
 /// process may take it first ([`start_binary`] retries when that happens).
 pub fn free_port() -> u16 {
