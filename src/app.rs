@@ -38,11 +38,11 @@ impl App {
         let config = Config::load(path)?;
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let client_speaks_first = l.protocol.client_speaks_first() || l.accept_proxy_protocol;
-            let socket = listener::bind(l.bind, client_speaks_first)
+            let socket = listener::bind(l.bind, l.client_speaks_first())
                 .with_context(|| format!("cannot bind listener {:?} to {}", l.name, l.bind))?;
             listeners.push(socket);
         }
+        // The admin API is HTTP: its clients speak first.
         let admin = listener::bind(config.admin.listen, true).with_context(|| {
             format!("cannot bind the admin listener to {}", config.admin.listen)
         })?;

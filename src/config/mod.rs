@@ -92,6 +92,15 @@ pub struct Listener {
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
+impl Listener {
+    /// Whether each connection's client sends the first bytes (an HTTP request, a TLS
+    /// client hello, a PROXY header): on all but `tcp` listeners, which may carry a
+    /// protocol where the server speaks first, unless they take a PROXY header.
+    pub fn client_speaks_first(&self) -> bool {
+        self.protocol != Protocol::Tcp || self.accept_proxy_protocol
+    }
+}
+
 /// A listener's protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,12 +121,6 @@ impl Protocol {
     /// Whether requests are proxied at HTTP level (rules, headers, status codes).
     pub fn is_http(self) -> bool {
         matches!(self, Protocol::Http | Protocol::Https)
-    }
-
-    /// Whether the client sends the first bytes (an HTTP request, a TLS client hello):
-    /// true for all but `tcp`, which may carry a protocol where the server speaks first.
-    pub fn client_speaks_first(self) -> bool {
-        self != Protocol::Tcp
     }
 
     /// Whether this listener terminates TLS with its own certificates.
