@@ -521,6 +521,13 @@ bind = "127.0.0.1:0"
 protocol = "tcp"
 default_action = {{ forward = "greeter" }}
 
+[[listeners]]
+name = "behind_nlb"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+accept_proxy_protocol = true
+default_action = {{ forward = "greeter" }}
+
 [target_groups.web]
 discovery = {{ static = ["{}"] }}
 
@@ -535,12 +542,14 @@ discovery = {{ static = ["{greeter}"] }}
         let series = format!("ecslb_new_connections_total{{listener=\"{listener}\"}}");
         support::sample::<u64>(text, &series).unwrap_or(0)
     };
-    // Both clients stay silent. The HTTP one is held back by the kernel until it sends
-    // (or for about a second); the TCP one is accepted and proxied at once, so a target
-    // that speaks first (SMTP, MySQL, this greeter) is heard without delay. Had the TCP
-    // listener been held back too, its greeting would come after the HTTP client's
-    // hold ended, and that client would show as accepted below.
+    // All clients stay silent. The HTTP one is held back by the kernel until it sends
+    // (or for about a second), as is one on a tcp listener that expects a PROXY header
+    // first; the plain TCP one is accepted and proxied at once, so a target that speaks
+    // first (SMTP, MySQL, this greeter) is heard without delay. Had the plain TCP
+    // listener been held back too, its greeting would come after the other clients'
+    // hold ended, and they would show as accepted below.
     let mut http = TcpStream::connect(proxy.addrs[0]).await.unwrap();
+    let _behind_nlb = TcpStream::connect(proxy.addrs[2]).await.unwrap();
     let mut tcp = TcpStream::connect(proxy.addrs[1]).await.unwrap();
     let greeting = tokio::time::timeout(Duration::from_secs(5), line(&mut tcp))
         .await
@@ -548,6 +557,7 @@ discovery = {{ static = ["{greeter}"] }}
     assert_eq!(greeting, "hello");
     let text = get(&proxy.admin_url("/metrics")).await.body;
     assert_eq!(accepted(&text, "l4"), 1, "{text}");
+    assert_eq!(accepted(&text, "behind_nlb"), 0, "{text}");
     assert_eq!(
         accepted(&text, "web"),
         0,
